@@ -1,0 +1,599 @@
+"""Every graded piece of the assignment, in assignment order (12 points + 2 bonus).
+
+Part 1 - CNNs (6): `CustomConv2DFunction` / `custom_conv2d` / `CustomConv2d` (1a), `SimpleNet` (given,
+    1b-i and 1b-ii), `default_cnn_model` (1b-iii), the ResNet-18 path in `main.py --use-resnet18` (1b-iv).
+Part 2 - Vision Transformer (4): `Attention` (2a), `TransformerBlock`, `SimpleViT`, `default_vit_model` (2b).
+Part 3 - Adversarial robustness (2 + 2 bonus): `PGDAttack`, `default_attack`, `GradAttention`,
+    `default_attention`, `default_visfunction` (3a), `adversarial_training_step` (3b, bonus).
+Also the data transforms `get_train_transforms` / `get_val_transforms`, which you may tune.
+
+Fill in the code between the markers of each stub. Run the public tests with `python -m pytest tests`, train
+with `python main.py [DATA] [flags]` and package your work with `python zip_submission.py`.
+Tensor shapes are written as `(N, C, H, W)` (images, channels first) and `(B, H, W, C)` (token grids).
+"""
+import math
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.autograd import Function
+from torch.nn.modules.utils import _pair
+
+import custom_augment as transforms
+from custom_blocks import DropPath, MLP, PatchEmbed, get_abs_pos, trunc_normal_init_, window_partition, \
+    window_unpartition
+
+
+################################################################################
+# Data transforms (not graded; tune them if you like)
+################################################################################
+def get_train_transforms(img_size=128):
+    """Training augmentation: random crop/scale, flip, colour jitter, small rotation, then normalization.
+
+    Maps an RGB `(H, W, 3)` uint8 image to a normalized float tensor `(3, img_size, img_size)`.
+    """
+    return transforms.Compose([
+        transforms.RandomSizedCrop(img_size, scale=(0.35, 1.0)),
+        transforms.RandomHorizontalFlip(),
+        transforms.RandomColor(0.15),
+        transforms.RandomRotate(15),
+        transforms.ToTensor(),
+        transforms.Normalize(transforms.IMAGENET_MEAN, transforms.IMAGENET_STD),
+    ])
+
+
+def get_val_transforms(img_size=128):
+    """Deterministic evaluation transform: resize the shorter side, center crop, normalize.
+
+    Maps an RGB `(H, W, 3)` uint8 image to a normalized float tensor `(3, img_size, img_size)`.
+    """
+    return transforms.Compose([
+        transforms.Scale(img_size),
+        transforms.CenterCrop(img_size),
+        transforms.ToTensor(),
+        transforms.Normalize(transforms.IMAGENET_MEAN, transforms.IMAGENET_STD),
+    ])
+
+
+################################################################################
+# Part 1a: convolution with its backward pass (2 points)
+################################################################################
+class CustomConv2DFunction(Function):
+    """2D convolution (cross-correlation, as `F.conv2d`) written with unfold/fold and matrix products.
+
+    Shapes:
+        input_feats `(N, C_in, H, W)`, weight `(C_out, C_in, K, K)`, bias `(C_out,)` or `None`,
+        output `(N, C_out, H_out, W_out)` with
+        `H_out = (H + 2 * padding - K) // stride + 1` and `W_out = (W + 2 * padding - K) // stride + 1`.
+    Rules:
+        - Any N, C_in, C_out, non-square H and W, square K, int stride >= 1, int padding >= 0.
+        - Forbidden: any convolution routine (`F.conv2d`, `torch.conv2d`, `torch.nn.grad.conv2d_input` /
+          `conv2d_weight`, transposed convolutions, aten convolution ops). Use `F.unfold` (im2col),
+          `F.fold` (col2im) and tensor algebra (`matmul`, `einsum`, reshapes).
+        - Return a fresh tensor (not a view of something you keep), so an in-place ReLU after the
+          convolution cannot corrupt autograd. Save only what backward needs in `ctx`.
+    Hint: the reference forward is about 15 lines and backward about 20; no Python loops over samples
+    or channels are needed.
+    """
+
+    @staticmethod
+    def forward(ctx, input_feats, weight, bias, stride=1, padding=0):
+        """Convolve `input_feats (N, C_in, H, W)` with `weight (C_out, C_in, K, K)` (+ `bias (C_out,)`).
+
+        Returns `(N, C_out, H_out, W_out)`. Store in `ctx` what `backward` needs (tensors with
+        `ctx.save_for_backward`, ints as attributes).
+        """
+        # sanity check (given)
+        assert weight.size(2) == weight.size(3), "only square kernels are supported"
+        assert isinstance(stride, int) and stride >= 1, "stride must be an int >= 1"
+        assert isinstance(padding, int) and padding >= 0, "padding must be an int >= 0"
+        assert input_feats.size(1) == weight.size(1), "input channels do not match the weight"
+
+        # BEGIN SOLUTION (Part 1a)
+        N, C_in, H, W = input_feats.shape
+        C_out, _, K, _ = weight.shape
+        H_out = (H + 2 * padding - K) // stride + 1
+        W_out = (W + 2 * padding - K) // stride + 1
+        assert H_out > 0 and W_out > 0, "the kernel is larger than the padded input"
+        L = H_out * W_out
+        if K == 1 and padding == 0:
+            # 1x1 kernel: a strided subsample is exactly the unfolded matrix (no im2col copy)
+            cols = input_feats[:, :, ::stride, ::stride].reshape(N, C_in, L)  # (N, C_in, L)
+        else:
+            cols = F.unfold(input_feats, K, padding=padding, stride=stride)  # (N, C_in*K*K, L)
+        w2d = weight.reshape(C_out, -1)  # (C_out, C_in*K*K)
+        output = input_feats.new_empty((N, C_out, H_out, W_out))  # fresh tensor, not a view
+        out3d = output.view(N, C_out, L)  # (N, C_out, L), shares storage with output
+        if bias is None:
+            torch.matmul(w2d, cols, out=out3d)
+        else:
+            torch.baddbmm(bias.view(1, C_out, 1).expand(N, C_out, L), w2d.expand(N, -1, -1), cols, out=out3d)
+        # keep the unfolded input only when the weight needs a gradient (it is what grad_weight needs)
+        ctx.save_for_backward(cols if weight.requires_grad else None, weight)
+        ctx.conf = (stride, padding, K, H, W, H_out, W_out, bias is not None)
+        # END SOLUTION
+        return output
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        """Gradients of the loss with respect to the inputs of `forward`.
+
+        `grad_output` is `(N, C_out, H_out, W_out)`. Return `(grad_input, grad_weight, grad_bias, None, None)`
+        with the shapes of `input_feats`, `weight` and `bias` (use `None` for an input that needs no
+        gradient, see `ctx.needs_input_grad`, and for `bias=None`).
+        """
+        grad_input = grad_weight = grad_bias = None
+        # BEGIN SOLUTION (Part 1a)
+        cols, weight = ctx.saved_tensors
+        stride, padding, K, H, W, H_out, W_out, has_bias = ctx.conf
+        N, C_out = grad_output.shape[:2]
+        L = H_out * W_out
+        grad_out3d = grad_output.reshape(N, C_out, L)  # (N, C_out, L)
+        if ctx.needs_input_grad[0]:
+            grad_cols = torch.matmul(weight.reshape(C_out, -1).t(), grad_out3d)  # (N, C_in*K*K, L)
+            if K == 1 and padding == 0:
+                C_in = weight.shape[1]
+                grad_input = grad_output.new_zeros((N, C_in, H, W))
+                grad_input[:, :, ::stride, ::stride] = grad_cols.view(N, C_in, H_out, W_out)
+            else:
+                grad_input = F.fold(grad_cols, (H, W), K, padding=padding, stride=stride)  # (N, C_in, H, W)
+        if ctx.needs_input_grad[1]:
+            # sum over samples and positions in one matrix product: (C_out, N*L) @ (N*L, C_in*K*K)
+            g = grad_out3d.transpose(0, 1).reshape(C_out, N * L)  # (C_out, N*L)
+            c = cols.transpose(1, 2).reshape(N * L, -1)  # (N*L, C_in*K*K)
+            grad_weight = torch.mm(g, c).view_as(weight)  # (C_out, C_in, K, K)
+        if has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad_out3d.sum(dim=(0, 2))  # (C_out,)
+        # END SOLUTION
+        return grad_input, grad_weight, grad_bias, None, None
+
+
+custom_conv2d = CustomConv2DFunction.apply
+
+
+class CustomConv2d(nn.Module):
+    """`nn.Conv2d` look-alike (same constructor, parameters and initialization) that runs `custom_conv2d`.
+
+    Only `dilation=1`, `groups=1` and square kernels are supported.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True):
+        super().__init__()
+        assert isinstance(kernel_size, int), "only square kernels (an int kernel_size) are supported"
+        assert dilation == 1 and groups == 1, "dilation and groups are not supported"
+        assert isinstance(stride, int) and isinstance(padding, int), "stride and padding must be ints"
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = _pair(kernel_size)
+        self.stride = stride
+        self.padding = padding
+        self.dilation = dilation
+        self.groups = groups
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        # the initialization of nn.Conv2d
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+            bound = 1 / math.sqrt(fan_in)
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, input):
+        return custom_conv2d(input, self.weight, self.bias, self.stride, self.padding)
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}")
+
+
+################################################################################
+# Part 1b: CNNs (4 points)
+################################################################################
+class SimpleNet(nn.Module):
+    """The given small CNN (about 0.37M parameters): 7x7/2 stem, two bottleneck stages, global pooling, a
+    linear head. `conv_op` builds every convolution (`nn.Conv2d` or your `CustomConv2d`).
+
+    Input `(N, 3, H, W)` normalized images; output `(N, num_classes)` logits.
+    """
+
+    def __init__(self, conv_op=nn.Conv2d, num_classes=100):
+        super().__init__()
+        self.features = nn.Sequential(
+            # conv1 block: 7x7 conv, stride 2
+            conv_op(3, 64, kernel_size=7, stride=2, padding=3),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2, padding=1),  # 1/4
+            # conv2 block: bottleneck
+            conv_op(64, 64, kernel_size=1, stride=1, padding=0),
+            nn.ReLU(inplace=True),
+            conv_op(64, 64, kernel_size=3, stride=1, padding=1),
+            nn.ReLU(inplace=True),
+            conv_op(64, 256, kernel_size=1, stride=1, padding=0),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2, padding=1),  # 1/8
+            # conv3 block: bottleneck
+            conv_op(256, 128, kernel_size=1, stride=1, padding=0),
+            nn.ReLU(inplace=True),
+            conv_op(128, 128, kernel_size=3, stride=1, padding=1),
+            nn.ReLU(inplace=True),
+            conv_op(128, 512, kernel_size=1, stride=1, padding=0),
+            nn.ReLU(inplace=True),
+        )
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512, num_classes)
+
+    def forward(self, x):
+        x = self.features(x)  # (N, 512, H/8, W/8)
+        x = self.avgpool(x).flatten(1)  # (N, 512)
+        return self.fc(x)  # (N, num_classes)
+
+
+# BEGIN SOLUTION (Part 1b-iii)
+class _ResidualBlock(nn.Module):
+    """Two 3x3 conv-BN layers with an identity (or 1x1 projection) shortcut, ReLU after the sum."""
+
+    def __init__(self, conv_op, in_ch, out_ch, stride):
+        super().__init__()
+        self.conv1 = conv_op(in_ch, out_ch, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.conv2 = conv_op(out_ch, out_ch, kernel_size=3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.shortcut = nn.Identity()
+        if stride != 1 or in_ch != out_ch:
+            self.shortcut = nn.Sequential(conv_op(in_ch, out_ch, kernel_size=1, stride=stride, padding=0,
+                                                  bias=False), nn.BatchNorm2d(out_ch))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)  # (N, out_ch, H/s, W/s)
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x), inplace=True)
+
+
+class ResidualCNN(nn.Module):
+    """A small ResNet: 3x3/2 stem, three residual stages (each halving the resolution), global average
+    pooling and a linear head; about 1.2M parameters. Input `(N, 3, H, W)`, output `(N, num_classes)`."""
+
+    def __init__(self, conv_op=nn.Conv2d, num_classes=100, widths=(32, 64, 128, 256)):
+        super().__init__()
+        self.stem = nn.Sequential(conv_op(3, widths[0], kernel_size=3, stride=2, padding=1, bias=False),
+                                  nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
+        self.stages = nn.Sequential(*[_ResidualBlock(conv_op, cin, cout, stride=2)
+                                      for cin, cout in zip(widths[:-1], widths[1:])])
+        self.fc = nn.Linear(widths[-1], num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        for block in self.stages:  # zero-init the last BN of each block: every block starts as identity-ish
+            nn.init.zeros_(block.bn2.weight)
+
+    def forward(self, x):
+        x = self.stages(self.stem(x))  # (N, widths[-1], H/16, W/16)
+        x = x.mean(dim=(2, 3))  # (N, widths[-1])
+        return self.fc(x)  # (N, num_classes)
+# END SOLUTION
+
+
+def default_cnn_model(conv_op=nn.Conv2d, num_classes=100):
+    """Your own CNN design (Part 1b-iii), used by `main.py` when no model flag is given.
+
+    It must accept `conv_op` (build every convolution with it, so `--use-custom-conv` works) and
+    `num_classes`, take `(N, 3, H, W)` normalized images of any size >= 32 and return `(N, num_classes)`
+    logits. Budget: at most 2M parameters. It must train clearly better than `SimpleNet` in the same number
+    of epochs (hint: batch normalization and residual connections).
+    """
+    # BEGIN SOLUTION (Part 1b-iii)
+    return ResidualCNN(conv_op=conv_op, num_classes=num_classes)
+    # END SOLUTION
+
+
+################################################################################
+# Part 2: Vision Transformer (4 points)
+################################################################################
+class Attention(nn.Module):
+    """Multi-head self-attention over a token grid (Part 2a).
+
+    `forward(x)`: `x (B, H, W, C)` -> `(B, H, W, C)`. The `H*W` tokens of each sample attend to each other:
+    `softmax(Q K^T * scale) V` per head, heads merged back to `C` channels, then `self.proj`.
+    Channel layout of `self.qkv(x)` (`3*C` channels): `[q | k | v]`, and inside each, head `h` owns the
+    contiguous slice `h*head_dim:(h+1)*head_dim` (as `nn.MultiheadAttention` and timm).
+    Forbidden: `F.scaled_dot_product_attention`, `nn.MultiheadAttention`, `F.multi_head_attention_forward`.
+    Hint: about 10 lines with `reshape`, `permute`, `@` (or `einsum`) and `softmax`.
+    """
+
+    def __init__(self, dim, num_heads=8, qkv_bias=True):
+        super().__init__()
+        assert dim % num_heads == 0, "dim must be divisible by num_heads"
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.scale = head_dim ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        B, H, W, C = x.shape
+        # BEGIN SOLUTION (Part 2a)
+        nh, hd = self.num_heads, C // self.num_heads
+        qkv = self.qkv(x).reshape(B, H * W, 3, nh, hd)  # (B, L, 3, nh, hd)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, nh, L, hd)
+        attn = (q * self.scale) @ k.transpose(-2, -1)  # (B, nh, L, L)
+        attn = attn.softmax(dim=-1)
+        x = attn @ v  # (B, nh, L, hd)
+        x = x.transpose(1, 2).reshape(B, H, W, C)  # (B, H, W, C): heads merged
+        x = self.proj(x)
+        # END SOLUTION
+        return x
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm transformer block (Part 2b):
+
+        x = x + drop_path(attn(norm1(x)))      (window attention when window_size > 0)
+        x = x + drop_path(mlp(norm2(x)))
+
+    `forward(x)`: `(B, H, W, C)` -> `(B, H, W, C)`. With `window_size > 0`, attention runs inside
+    non-overlapping `window_size x window_size` windows: `window_partition` (pads H, W) -> attention ->
+    `window_unpartition` (removes the padding), all from `custom_blocks`.
+    """
+
+    def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=True, drop_path=0.0, norm_layer=nn.LayerNorm,
+                 act_layer=nn.GELU, window_size=0):
+        super().__init__()
+        self.norm1 = norm_layer(dim)
+        self.attn = Attention(dim, num_heads=num_heads, qkv_bias=qkv_bias)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = norm_layer(dim)
+        self.mlp = MLP(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=act_layer)
+        self.window_size = window_size
+
+    def forward(self, x):
+        # BEGIN SOLUTION (Part 2b)
+        shortcut = x
+        x = self.norm1(x)
+        if self.window_size > 0:
+            H, W = x.shape[1], x.shape[2]
+            x, pad_hw = window_partition(x, self.window_size)  # (B*nW, ws, ws, C)
+            x = self.attn(x)
+            x = window_unpartition(x, self.window_size, pad_hw, (H, W))  # (B, H, W, C)
+        else:
+            x = self.attn(x)
+        x = shortcut + self.drop_path(x)
+        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        # END SOLUTION
+        return x
+
+
+class SimpleViT(nn.Module):
+    """A small Vision Transformer (Part 2b).
+
+    patch embedding (`PatchEmbed`, `(B, H/p, W/p, C)`) -> + absolute position embedding -> `depth`
+    `TransformerBlock`s (window attention in the blocks listed in `window_block_indexes`, global attention
+    elsewhere; drop path rising linearly from 0 to `drop_path_rate`) -> `norm` -> global average pool over
+    tokens -> linear `head`. Input `(N, 3, H, W)`, output `(N, num_classes)`.
+
+    Required attribute names (the grader loads reference weights by name): `patch_embed`, `pos_embed`
+    (a `(1, img_size/p, img_size/p, embed_dim)` parameter, or `None` when `use_abs_pos=False`), `blocks`
+    (an `nn.ModuleList`), `norm`, `head`. Initialize with `trunc_normal_init_` (and the position embedding
+    with a truncated normal of std 0.02).
+    """
+
+    def __init__(self, img_size=128, num_classes=100, patch_size=16, in_chans=3, embed_dim=192, depth=4,
+                 num_heads=4, mlp_ratio=4.0, qkv_bias=True, drop_path_rate=0.1, norm_layer=nn.LayerNorm,
+                 act_layer=nn.GELU, use_abs_pos=True, window_size=4, window_block_indexes=(0, 2)):
+        super().__init__()
+        # BEGIN SOLUTION (Part 2b)
+        self.patch_embed = PatchEmbed(kernel_size=(patch_size, patch_size), stride=(patch_size, patch_size),
+                                      in_chans=in_chans, embed_dim=embed_dim)
+        grid = img_size // patch_size
+        self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, embed_dim)) if use_abs_pos else None
+        dpr = torch.linspace(0, drop_path_rate, depth).tolist()  # stochastic depth rises linearly
+        self.blocks = nn.ModuleList([
+            TransformerBlock(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=dpr[i],
+                             norm_layer=norm_layer, act_layer=act_layer,
+                             window_size=window_size if i in window_block_indexes else 0)
+            for i in range(depth)])
+        self.norm = norm_layer(embed_dim)
+        self.head = nn.Linear(embed_dim, num_classes)
+        if self.pos_embed is not None:
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.apply(trunc_normal_init_)
+        # END SOLUTION
+
+    def forward(self, x):
+        # BEGIN SOLUTION (Part 2b)
+        x = self.patch_embed(x)  # (N, H/p, W/p, C)
+        if self.pos_embed is not None:
+            x = x + get_abs_pos(self.pos_embed, (x.shape[1], x.shape[2]))
+        for blk in self.blocks:
+            x = blk(x)  # (N, H/p, W/p, C)
+        x = self.norm(x).mean(dim=(1, 2))  # (N, C)
+        x = self.head(x)  # (N, num_classes)
+        # END SOLUTION
+        return x
+
+
+def default_vit_model(num_classes=100):
+    """The ViT that `main.py --use-vit` trains: `SimpleViT` with its defaults and `num_classes` outputs."""
+    # BEGIN SOLUTION (Part 2b)
+    return SimpleViT(num_classes=num_classes)
+    # END SOLUTION
+
+
+################################################################################
+# Part 3: adversarial robustness (2 points + 2 bonus)
+################################################################################
+def valid_input_range(mean=transforms.IMAGENET_MEAN, std=transforms.IMAGENET_STD):
+    """The normalized images of pixels in [0, 1] (given): `(low, high)`, each `(1, 3, 1, 1)`."""
+    mean = torch.tensor(mean).view(1, -1, 1, 1)
+    std = torch.tensor(std).view(1, -1, 1, 1)
+    return (0.0 - mean) / std, (1.0 - mean) / std
+
+
+class _FrozenEval:
+    """Context manager (given): put `model` in eval mode with `requires_grad=False` on every parameter, and
+    restore the mode of every submodule and every flag on exit, so an attack leaves the model as found."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        self.modes = [(m, m.training) for m in self.model.modules()]
+        self.flags = [(p, p.requires_grad) for p in self.model.parameters()]
+        self.model.eval()
+        for p, _ in self.flags:
+            p.requires_grad_(False)
+        return self.model
+
+    def __exit__(self, *exc):
+        for m, mode in self.modes:
+            m.training = mode
+        for p, flag in self.flags:
+            p.requires_grad_(flag)
+        return False
+
+
+class PGDAttack(object):
+    """Projected gradient descent under an L-inf budget (Part 3a).
+
+    Inputs are normalized batches `(N, 3, H, W)` as the data pipeline produces them; `epsilon` and
+    `step_size` are in normalized units (0.1 is about 6 pixel levels out of 255), L-inf.
+    """
+
+    def __init__(self, loss_fn, num_steps=10, step_size=0.01, epsilon=0.1, random_start=False):
+        self.loss_fn = loss_fn
+        self.num_steps = num_steps
+        self.step_size = step_size
+        self.epsilon = epsilon
+        self.random_start = random_start
+
+    def perturb(self, model, input, target=None):
+        """Return adversarial versions of `input (N, 3, H, W)`: a detached tensor of the same shape, dtype
+        and device.
+
+        - `target is None`: targeted attack towards the least-confident class of the clean input (the
+          argmin of the clean logits): each step *descends* the loss of that class.
+        - `target` given (`(N,)` labels): untargeted attack that *ascends* the loss of the true labels.
+        Each step: `x <- x -/+ step_size * sign(grad)`, then project onto the L-inf ball of radius
+        `epsilon` around `input` and onto the valid image range (`valid_input_range()`). With
+        `random_start`, begin at a uniform point of the ball (projected). `num_steps=1`,
+        `step_size=epsilon` is FGSM.
+        The model must be left exactly as found (mode, parameters, `.grad`, `requires_grad`, BatchNorm
+        statistics): run it in eval mode inside `_FrozenEval(model)` and use `torch.autograd.grad` with
+        respect to the input only. Keep no graph across steps.
+        """
+        # BEGIN SOLUTION (Part 3a)
+        x0 = input.detach()
+        low, high = (t.to(device=x0.device, dtype=x0.dtype) for t in valid_input_range())
+        lower = torch.max(x0 - self.epsilon, low)  # (N, 3, H, W): ball and image range combined
+        upper = torch.min(x0 + self.epsilon, high)
+        with _FrozenEval(model), torch.enable_grad():
+            if target is None:
+                with torch.no_grad():
+                    target = model(x0).argmin(dim=1)  # least-confident class
+                direction = -1.0  # descend towards the target class
+            else:
+                direction = 1.0  # ascend away from the true class
+            x = x0.clone()
+            if self.random_start:
+                x = x + torch.empty_like(x).uniform_(-self.epsilon, self.epsilon)
+                x = torch.max(torch.min(x, upper), lower)
+            for _ in range(self.num_steps):
+                x.requires_grad_(True)
+                loss = self.loss_fn(model(x), target)
+                grad, = torch.autograd.grad(loss, x)
+                x = x.detach() + direction * self.step_size * grad.sign()
+                x = torch.max(torch.min(x, upper), lower)
+        return x.detach()
+        # END SOLUTION
+
+
+def default_attack(loss_fn):
+    """The attack used by `main.py -a`: `PGDAttack(loss_fn)` with the default budget (10 steps of 0.01,
+    epsilon 0.1, normalized units)."""
+    # BEGIN SOLUTION (Part 3a)
+    return PGDAttack(loss_fn)
+    # END SOLUTION
+
+
+class GradAttention(object):
+    """Vanilla gradient saliency (Part 3a, used by `main.py -e -v`)."""
+
+    def __init__(self, loss_fn):
+        self.loss_fn = loss_fn
+
+    def explain(self, model, input):
+        """Saliency map `(N, 1, H, W)` of `input (N, 3, H, W)`: the max over colour channels of
+        `|d loss(model(input), predicted label) / d input|`, the predicted label being the argmax of the
+        logits. Leave the model as found (use `_FrozenEval`) and return a detached tensor.
+        """
+        # BEGIN SOLUTION (Part 3a)
+        x = input.detach().clone().requires_grad_(True)
+        with _FrozenEval(model), torch.enable_grad():
+            output = model(x)
+            loss = self.loss_fn(output, output.argmax(dim=1))
+            grad, = torch.autograd.grad(loss, x)  # (N, 3, H, W)
+        return grad.abs().amax(dim=1, keepdim=True).detach()  # (N, 1, H, W)
+        # END SOLUTION
+
+
+def default_attention(loss_fn):
+    """The saliency method used by `main.py -e -v`: `GradAttention(loss_fn)`."""
+    # BEGIN SOLUTION (Part 3a)
+    return GradAttention(loss_fn)
+    # END SOLUTION
+
+
+def default_visfunction(input, vis_output=None, nrow=8):
+    """An image grid for TensorBoard (given): `input (N, 3, H, W)` normalized images ->
+    `(3, H', W')` float tensor in [0, 1]. With `vis_output (N, 1, H, W)` (a saliency map), each map is
+    scaled to [0, 1] per image, coloured (JET) and blended over its image."""
+    import cv2
+    from torchvision.utils import make_grid
+
+    images = transforms.Denormalize(transforms.IMAGENET_MEAN, transforms.IMAGENET_STD)(
+        input.detach().float().cpu()).clamp(0, 1)  # (N, 3, H, W) in [0, 1]
+    if vis_output is not None:
+        maps = vis_output.detach().float().cpu()  # (N, 1, H, W)
+        flat = maps.flatten(1)
+        lo, hi = flat.min(1)[0].view(-1, 1, 1, 1), flat.max(1)[0].view(-1, 1, 1, 1)
+        maps = (maps - lo) / (hi - lo).clamp_min(1e-12)
+        colored = []
+        for m in maps:
+            heat = cv2.applyColorMap(np.uint8(255 * m[0].numpy()), cv2.COLORMAP_JET)  # (H, W, 3) BGR
+            colored.append(torch.from_numpy(heat[:, :, ::-1].copy()).permute(2, 0, 1).float() / 255)
+        images = 0.5 * images + 0.5 * torch.stack(colored)  # (N, 3, H, W)
+    return make_grid(images, nrow=nrow, padding=2, pad_value=1.0)
+
+
+################################################################################
+# Part 3b: adversarial training (bonus 2 points)
+################################################################################
+def adversarial_training_step(model, input, target, criterion, optimizer, attacker, adv_fraction=1.0):
+    """One optimizer step of adversarial training on a batch; returns `(loss, output)` (detached).
+
+    Replace the first `round(adv_fraction * N)` samples of `input (N, 3, H, W)` by adversarial examples
+    from `attacker.perturb(model, input[:n], target[:n])` crafted with the model in eval mode (BatchNorm
+    statistics must not change while crafting), restore the model's mode, then do one ordinary step on
+    the mixed batch: forward, `criterion(output, target)`, zero the gradients, backward,
+    `optimizer.step()` (exactly once). `output` is `(N, num_classes)`.
+    """
+    # BEGIN SOLUTION (Part 3b)
+    n_adv = int(round(adv_fraction * input.shape[0]))
+    if n_adv > 0:
+        was_training = model.training
+        model.eval()
+        adv = attacker.perturb(model, input[:n_adv], target[:n_adv])  # (n_adv, 3, H, W)
+        model.train(was_training)
+        input = torch.cat([adv, input[n_adv:]], dim=0)  # (N, 3, H, W)
+    output = model(input)
+    loss = criterion(output, target)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), output.detach()
+    # END SOLUTION

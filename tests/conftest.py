@@ -1,0 +1,36 @@
+"""Shared pytest set-up: import paths, deterministic numerics, and the `device` parameter.
+
+Every test that takes the `device` fixture runs on CPU and on CUDA; without a GPU the CUDA case is
+reported as skipped with the reason (never silently dropped).
+"""
+import os
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for path in (ROOT, os.path.join(ROOT, "tests")):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+DEVICES = ["cpu", "cuda"]
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_numerics():
+    """Seed every RNG and turn TF32 off for each test (restored afterwards)."""
+    torch.manual_seed(0)
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """`torch.device` to run on; the CUDA case is skipped visibly when no GPU is present."""
+    if request.param == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU on this machine: GPU case not run")
+    return torch.device(request.param)

@@ -1,0 +1,362 @@
+"""Tests of the autograder (staff only; never shipped): `tools/autograde.py` and `tools/grading/`.
+
+- unit checks (no sandbox): `--parts` parsing, the rubric, the trusted static scan, reading submissions
+  (folder / zip), the safe output loader, tensor comparison, results.json rendering;
+- the reference solution earns full marks (12 + 2 bonus) and the stripped release (every solution block
+  replaced by `raise NotImplementedError`) earns 0 without a grader error, over every item;
+- planted bugs lose exactly the component they break (partial credit), forbidden API use zeroes the item;
+- the command line: zip and folder submissions, `--batch` with a CSV, bad arguments.
+
+Hostile submissions are in tests/test_hostile.py. Run: python -m pytest tests/test_autograde.py
+(about 40 s of CPU: the reference and the stub are each graded once, in parallel sandboxes).
+"""
+import concurrent.futures
+import csv
+import json
+import os
+import pickle
+import subprocess
+import sys
+import zipfile
+
+import pytest
+import torch
+
+from grading_fixtures import shared, variants
+
+from grading import compare, rubric, sandbox, static  # noqa: E402 (path set by grading_fixtures.shared)
+from grading.grade import grade_submission  # noqa: E402
+from grading.results import ItemGrade, build_results  # noqa: E402
+from grading.submission import SubmissionError, read_source  # noqa: E402
+
+AUTOGRADE = os.path.join(shared.ROOT, "tools", "autograde.py")
+EXPECTED_MAX = {"1a": 2, "1b-i": 1, "1b-ii": 1, "1b-iii": 1, "1b-iv": 1, "2a": 2, "2b": 2, "3a": 2, "3b": 2}
+GRADER_FAULTS = ("could not be checked", "grader error", "Traceback")
+
+
+# ------------------------------------------------------------------------------------------------------
+# unit checks
+# ------------------------------------------------------------------------------------------------------
+def test_rubric_matches_the_spec():
+    assert {i.number: i.max_score for i in rubric.ITEMS} == EXPECTED_MAX
+    assert rubric.TOTAL == 12 and rubric.BONUS == 2
+    assert [i.number for i in rubric.ITEMS if i.bonus] == ["3b"]
+    assert "bonus" in rubric.BY_NUMBER["3b"].name
+    assert sorted(rubric.DISPLAY_ORDER) == sorted(EXPECTED_MAX)
+    grouped = [n for items in rubric.groups_of(rubric.DISPLAY_ORDER).values() for n in items]
+    assert sorted(grouped) == sorted(EXPECTED_MAX), "every item belongs to exactly one sandbox group"
+
+
+@pytest.mark.parametrize("text, expected", [
+    (None, tuple(rubric.DISPLAY_ORDER)),
+    ("2a,1a", ("1a", "2a")),
+    ("1", ("1a", "1b-i", "1b-ii", "1b-iii", "1b-iv")),
+    ("1b, 3", ("1b-i", "1b-ii", "1b-iii", "1b-iv", "3a", "3b")),
+    ("3B", ("3b",)),
+])
+def test_parse_parts(text, expected):
+    assert rubric.parse_parts(text) == expected
+
+
+def test_parse_parts_rejects_unknown_items():
+    with pytest.raises(ValueError, match="4a"):
+        rubric.parse_parts("1a,4a")
+
+
+def test_static_scan_finds_nothing_in_the_reference():
+    assert static.forbidden_uses(variants.reference_text()) == {}
+    assert static.syntax_error(variants.reference_text()) is None
+
+
+FORBIDDEN_SOURCES = {
+    "F.conv2d in forward": ("1a", "import torch.nn.functional as F\nclass CustomConv2DFunction:\n"
+                                  "    def forward(ctx, x, w, b, s=1, p=0):\n        return F.conv2d(x, w, b, s, p)\n"),
+    "aliased import": ("1a", "from torch.nn.functional import conv2d as c2\nclass CustomConv2DFunction:\n"
+                             "    def forward(ctx, x, w, b, s=1, p=0):\n        return c2(x, w)\n"),
+    "getattr with a string": ("1a", "import torch\nclass CustomConv2DFunction:\n    def forward(ctx, x, w):\n"
+                                    "        return getattr(torch, 'conv2d')(x, w)\n"),
+    "helper function": ("1a", "import torch\ndef helper(x, w):\n    return torch.nn.grad.conv2d_input(x.shape, w, x)\n"
+                              "class CustomConv2DFunction:\n    def backward(ctx, g):\n        return helper(g, g)\n"),
+    "sdpa in Attention": ("2a", "import torch.nn.functional as F\nclass Attention:\n    def forward(self, x):\n"
+                                "        return F.scaled_dot_product_attention(x, x, x)\n"),
+    "MultiheadAttention in Attention": ("2a", "import torch.nn as nn\nclass Attention:\n    def __init__(self):\n"
+                                              "        self.m = nn.MultiheadAttention(8, 2)\n"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FORBIDDEN_SOURCES))
+def test_static_scan_detects_forbidden_apis(case):
+    item, source = FORBIDDEN_SOURCES[case]
+    found = static.forbidden_uses(source)
+    assert list(found) == [item], f"{case}: found {found}"
+    assert "line" in found[item][0]
+
+
+def test_static_scan_ignores_forbidden_names_outside_the_graded_scope():
+    source = ("import torch.nn as nn\nimport torch.nn.functional as F\n"
+              "def default_cnn_model(conv_op=nn.Conv2d):\n    return conv_op(3, 8, 3)\n"
+              "class CustomConv2DFunction:\n    '''Do not call F.conv2d here.'''\n"
+              "    def forward(ctx, x, w):\n        return F.unfold(x, 3)\n")
+    assert static.forbidden_uses(source) == {}
+
+
+def test_syntax_error_names_the_line():
+    msg = static.syntax_error("x = 1\ndef f(:\n    pass\n")
+    assert msg.startswith("SyntaxError") and "line 2" in msg
+
+
+def test_read_source_from_folder_and_zip(tmp_path):
+    text = "print('hi')\n"
+    folder = variants.write_submission(str(tmp_path / "sub"), text)
+    assert read_source(folder) == text.encode()
+    nested = tmp_path / "nested" / "inner"
+    variants.write_submission(str(nested), text)
+    assert read_source(str(tmp_path / "nested")) == text.encode()
+    zpath = variants.write_zip(str(tmp_path / "s.zip"), text)
+    assert read_source(zpath) == text.encode()
+
+
+@pytest.mark.parametrize("entries, reason", [
+    ({"README.md": "x"}, "student_code.py at its top"),
+    ({"a/student_code.py": "x", "b/student_code.py": "y"}, "student_code.py at its top"),
+    ({"student_code.py": "#" * (3 * 1024 * 1024)}, "larger than"),
+])
+def test_read_source_rejects_bad_zips(tmp_path, entries, reason):
+    zpath = tmp_path / "s.zip"
+    with zipfile.ZipFile(zpath, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    with pytest.raises(SubmissionError, match=reason):
+        read_source(str(zpath))
+
+
+def test_read_source_rejects_an_empty_folder(tmp_path):
+    with pytest.raises(SubmissionError, match="no student_code.py"):
+        read_source(str(tmp_path))
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/autograde-pwned",))
+
+
+def test_output_loader_accepts_only_plain_regular_files(tmp_path):
+    good = {"out": torch.ones(2), "names": ["a"], "n": 3}
+    torch.save(good, tmp_path / "good.pt")
+    with open(tmp_path / "evil.pt", "wb") as f:
+        pickle.dump({"x": _Evil()}, f, protocol=2)
+    (tmp_path / "text.pt").write_text("not a pickle")
+    os.symlink(tmp_path / "good.pt", tmp_path / "link.pt")
+    os.mkfifo(tmp_path / "fifo.pt")
+    torch.save([1, 2], tmp_path / "list.pt")
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        obj, why = sandbox.read_output(fd, "good.pt")
+        assert why is None and torch.equal(obj["out"], good["out"]) and obj["n"] == 3
+        for name, reason in (("evil.pt", "malformed"), ("text.pt", "malformed"), ("link.pt", "unreadable"),
+                             ("fifo.pt", "not a regular file"), ("list.pt", "not a dict"),
+                             ("absent.pt", "missing")):
+            obj, why = sandbox.read_output(fd, name)
+            assert obj is None and reason in why, f"{name}: {why}"
+    finally:
+        os.close(fd)
+    assert not os.path.exists("/tmp/autograde-pwned"), "the loader executed a pickle payload"
+
+
+def test_close_reports_the_reason():
+    e = torch.zeros(3, dtype=torch.float64)
+    assert compare.close(e.clone(), e) == (True, "")
+    for actual, words in ((None, "missing"), ("x", "not a tensor"), (torch.zeros(4, dtype=torch.float64), "shape"),
+                          (torch.zeros(3), "dtype"), (torch.tensor([0, float("nan"), 0], dtype=torch.float64), "NaN"),
+                          (torch.tensor([0, 0.5, 0], dtype=torch.float64), "max abs diff 5.00e-01")):
+        ok, msg = compare.close(actual, e, what="forward")
+        assert not ok and words in msg, msg
+
+
+def test_results_json_format():
+    g1, g2 = ItemGrade("1a"), ItemGrade("3b")
+    g1.add("forward", 0.5, True)
+    g1.add("grad_input", 1.5, False, "max abs diff 1e-1")
+    g2.add("everything", 2.0, True)
+    g2.forbid("used something")
+    res = build_results([g2, g1], 1.234)
+    assert res["score"] == 0.5 and res["execution_time"] == 1.23
+    assert [t["number"] for t in res["tests"]] == ["1a", "3b"]
+    t1, t2 = res["tests"]
+    assert t1["score"] == 0.5 and t1["max_score"] == 2 and t1["status"] == "failed"
+    assert "[FAIL 0/1.5] grad_input: max abs diff 1e-1" in t1["output"]
+    assert t2["score"] == 0 and "forbidden" in t2["output"]
+    for key in ("visibility", "stdout_visibility", "output"):
+        assert key in res
+    json.dumps(res)
+
+
+# ------------------------------------------------------------------------------------------------------
+# grading whole submissions (sandboxed children)
+# ------------------------------------------------------------------------------------------------------
+def _grade(tmp_path_factory, name, text, parts=None, scale=1.0):
+    folder = variants.write_submission(str(tmp_path_factory.mktemp(name)), text)
+    numbers = rubric.parse_parts(parts)
+    results, status = grade_submission(folder, shared.kit(), numbers, sandbox.Limits(timeout_scale=scale))
+    return results
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """The reference and the stripped release, graded over every item, plus planted bugs (parts only)."""
+    ref = variants.reference_text()
+    jobs = {
+        "reference": (ref, None),
+        "stub": (variants.strip_solutions(ref), None),
+        # planted bugs, each breaking one component
+        "grad_weight_off": (ref + variants.textwrap.dedent('''
+            _reference_backward = CustomConv2DFunction.backward
+            def _backward(ctx, grad_output):
+                gi, gw, gb, a, b = _reference_backward(ctx, grad_output)
+                return gi, (None if gw is None else gw * 1.01), gb, a, b
+            CustomConv2DFunction.backward = staticmethod(_backward)
+            '''), "1a"),
+        "attention_shifted": (ref + variants.textwrap.dedent('''
+            _reference_forward = Attention.forward
+            Attention.forward = lambda self, x: _reference_forward(self, x) + 1e-3
+            '''), "2a"),
+        "conv_calls_f_conv2d": (variants.inject(ref, "CustomConv2DFunction", "forward",
+                                                "return F.conv2d(input_feats, weight, bias, stride, padding)"), "1a"),
+        "crafts_in_train_mode": (ref + variants.textwrap.dedent('''
+            def adversarial_training_step(model, input, target, criterion, optimizer, attacker, adv_fraction=1.0):
+                n = int(round(adv_fraction * input.shape[0]))
+                if n > 0:
+                    input = torch.cat([attacker.perturb(model, input[:n], target[:n]), input[n:]])
+                output = model(input)
+                loss = criterion(output, target)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                return loss.detach(), output.detach()
+            '''), "3b"),
+    }
+    shared.kit()  # load the reference once, before the threads
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+        futures = {name: pool.submit(_grade, tmp_path_factory, name, text, parts)
+                   for name, (text, parts) in jobs.items()}
+        return {name: fut.result() for name, fut in futures.items()}
+
+
+def test_reference_gets_full_marks(graded):
+    res = graded["reference"]
+    tests = shared.by_number(res)
+    assert list(tests) == list(rubric.DISPLAY_ORDER), "every item listed, in assignment order"
+    lost = {n: t["output"] for n, t in tests.items() if t["score"] != t["max_score"]}
+    assert not lost, f"the reference lost points: {lost}"
+    assert res["score"] == 14
+    assert {n: t["max_score"] for n, t in tests.items()} == EXPECTED_MAX
+    assert all(t["status"] == "passed" and t["visibility"] == "visible" for t in tests.values())
+    assert isinstance(res["execution_time"], (int, float)) and res["execution_time"] > 0
+    assert res["visibility"] == "visible" and res["stdout_visibility"] == "visible"
+    assert "12/12" in res["output"] and "bonus 2/2" in res["output"]
+
+
+def test_stripped_release_gets_zero_without_grader_errors(graded):
+    res = graded["stub"]
+    tests = shared.by_number(res)
+    assert list(tests) == list(rubric.DISPLAY_ORDER)
+    assert res["score"] == 0, {n: (t["score"], t["output"]) for n, t in tests.items() if t["score"]}
+    for number, t in tests.items():
+        assert t["status"] == "failed" and t["max_score"] == EXPECTED_MAX[number]
+        assert "NotImplementedError" in t["output"], f"{number}: {t['output']}"
+        assert not any(f in t["output"] for f in GRADER_FAULTS), f"{number}: {t['output']}"
+
+
+def test_wrong_grad_weight_loses_only_that_component(graded):
+    t = shared.by_number(graded["grad_weight_off"])["1a"]
+    assert t["score"] == 1.5, t["output"]
+    assert "[FAIL 0/0.5] grad_weight" in t["output"] and "max abs diff" in t["output"]
+    assert "stride=1, padding=1" in t["output"], "a public case is named with its configuration"
+
+
+def test_shifted_attention_output_loses_the_forward_component(graded):
+    t = shared.by_number(graded["attention_shifted"])["2a"]
+    assert t["score"] == 1.0, t["output"]
+    assert "[FAIL 0/1] output" in t["output"] and "max abs diff 1.00e-03" in t["output"]
+
+
+def test_forbidden_convolution_zeroes_the_item(graded):
+    t = shared.by_number(graded["conv_calls_f_conv2d"])["1a"]
+    assert t["score"] == 0 and "forbidden" in t["output"], t["output"]
+    assert "F.conv2d" in t["output"], "the trusted static scan names the call"
+
+
+def test_crafting_in_train_mode_fails_adversarial_training(graded):
+    t = shared.by_number(graded["crafts_in_train_mode"])["3b"]
+    assert t["score"] == 0, t["output"]
+    assert "BatchNorm" in t["output"] and "train mode" in t["output"]
+
+
+# ------------------------------------------------------------------------------------------------------
+# the command line
+# ------------------------------------------------------------------------------------------------------
+def _cli(*args, timeout=600):
+    return subprocess.run([sys.executable, AUTOGRADE, *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=shared.ROOT)
+
+
+@pytest.fixture(scope="module")
+def cli_runs(tmp_path_factory):
+    """One single-submission run (a zip with a README and a PDF) and one batch run, concurrently."""
+    tmp = tmp_path_factory.mktemp("cli")
+    ref = variants.reference_text()
+    zpath = variants.write_zip(str(tmp / "submission.zip"), ref)
+    batch = tmp / "batch"
+    batch.mkdir()
+    variants.write_zip(str(batch / "alice.zip"), ref)
+    variants.write_submission(str(batch / "bob"), ref + "\ndef broken(:\n")
+    (batch / "notes.txt").write_text("not a submission\n")
+    results = tmp / "out" / "results.json"
+    csv_path = tmp / "grades" / "grades.csv"
+    cmds = {"single": [AUTOGRADE, zpath, "--results", str(results), "--parts", "3b", "--kit", shared.ROOT],
+            "batch": [AUTOGRADE, "--batch", str(batch), "--csv", str(csv_path), "-j", "2", "--parts", "3b,2a"]}
+    procs = {k: subprocess.Popen([sys.executable, *c], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for k, c in cmds.items()}
+    out = {k: (p.wait(timeout=600), p.stderr.read()) for k, p in procs.items()}
+    return {"out": out, "results": results, "csv": csv_path}
+
+
+def test_cli_grades_a_zip_with_extra_files(cli_runs):
+    rc, err = cli_runs["out"]["single"]
+    assert rc == 0, err
+    res = json.loads(cli_runs["results"].read_text())
+    assert [t["number"] for t in res["tests"]] == ["3b"]
+    assert res["score"] == 2, res
+
+
+def test_cli_batch_writes_a_csv_and_results(cli_runs):
+    rc, err = cli_runs["out"]["batch"]
+    assert rc == 0, err
+    with open(cli_runs["csv"]) as f:
+        rows = list(csv.DictReader(f))
+    assert [r["name"] for r in rows] == ["alice", "bob"], "subfolders and zips, other files ignored"
+    alice, bob = rows
+    assert (float(alice["total"]), float(alice["2a"]), float(alice["3b"])) == (4, 2, 2), alice
+    assert float(bob["total"]) == 0 and bob["status"] == "syntax error", bob
+    for name, score in (("alice", 4), ("bob", 0)):
+        res = json.loads((cli_runs["csv"].parent / f"{name}.results.json").read_text())
+        assert res["score"] == score
+
+
+@pytest.mark.parametrize("args, words", [
+    ([], "give SUBMISSION"),
+    (["x"], "give SUBMISSION"),
+    ([".", "--results", "r.json", "--parts", "9z"], "unknown part"),
+    (["--batch", "."], "needs --csv"),
+    (["/no/such/submission", "--results", "r.json"], "no such file"),
+    ([".", "--results", "r.json", "--timeout-scale", "0"], "must be > 0"),
+])
+def test_cli_rejects_bad_arguments(args, words):
+    proc = _cli(*args, timeout=60)
+    assert proc.returncode == 2 and words in proc.stderr, proc.stderr
+
+
+def test_cli_rejects_a_kit_without_the_given_files(tmp_path):
+    proc = _cli(".", "--results", str(tmp_path / "r.json"), "--kit", str(tmp_path), timeout=120)
+    assert proc.returncode == 2 and "kit" in proc.stderr, proc.stderr
+    assert not (tmp_path / "r.json").exists()

@@ -14,6 +14,8 @@ for path in (ROOT, os.path.join(ROOT, "tests")):
     if path not in sys.path:
         sys.path.insert(0, path)
 
+pytest_plugins = ["points_plugin"]  # per-part points summary at the end of a run
+
 DEVICES = ["cpu", "cuda"]
 
 

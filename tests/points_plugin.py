@@ -1,0 +1,148 @@
+"""Pytest plugin: a per-part points summary at the end of a run of the public tests (the student self-check).
+
+Registered by `tests/conftest.py` (`pytest_plugins = ["points_plugin"]`); nothing to do but run
+
+    python -m pytest tests
+
+Every test is mapped to a rubric item (SPEC section 4: 1a, 1b-i ... 3b) by, in order:
+1. a marker `@pytest.mark.part("2a")` on the test, its class or its module (`pytestmark`);
+2. the rules of `RULES`: the test file's name and, where a file covers several items, the test's name.
+Tests of given code (blocks, data, runner) map to no item and are summed up on one line.
+
+The summary lists, per item, the public tests that passed / failed / were skipped and the item's points
+when *every* public test of the item passed (0 otherwise: a few public tests check given pieces and pass
+even on the stubs). That is an estimate: the grader runs other, hidden checks with partial credit per
+component, so "every public test passes" is necessary, not sufficient.
+Works with pytest-xdist (the item travels in each report's `user_properties`).
+"""
+import fnmatch
+import os
+import re
+
+
+# (item, points, bonus, what)
+RUBRIC = (
+    ("1a", 2.0, False, "CustomConv2DFunction: forward and backward"),
+    ("1b-i", 1.0, False, "SimpleNet trains with your CustomConv2d"),
+    ("1b-ii", 1.0, False, "SimpleNet: CustomConv2d equals nn.Conv2d"),
+    ("1b-iii", 1.0, False, "default_cnn_model"),
+    ("1b-iv", 1.0, False, "ResNet-18 on your CustomConv2d"),
+    ("2a", 2.0, False, "Attention"),
+    ("2b", 2.0, False, "TransformerBlock, SimpleViT, default_vit_model"),
+    ("3a", 2.0, False, "PGDAttack, default_attack, GradAttention"),
+    ("3b", 2.0, True, "adversarial_training_step (bonus)"),
+)
+ITEMS = tuple(item for item, _, _, _ in RUBRIC)
+# (test file glob, regex on the test name or None, item); first match wins
+RULES = (
+    ("test_conv*.py", None, "1a"),
+    ("test_custom_conv*.py", None, "1a"),
+    ("test_cnn*.py", r"resnet", "1b-iv"),
+    ("test_cnn*.py", r"default_cnn|budget|design|residual", "1b-iii"),
+    ("test_cnn*.py", r"train|learn|overfit|loss", "1b-i"),
+    ("test_cnn*.py", r"simplenet|custom", "1b-ii"),
+    ("test_simplenet*.py", r"train|learn|overfit|loss", "1b-i"),
+    ("test_simplenet*.py", None, "1b-ii"),
+    ("test_default_cnn*.py", None, "1b-iii"),
+    ("test_resnet*.py", None, "1b-iv"),
+    ("test_attention*.py", None, "2a"),
+    ("test_vit*.py", None, "2b"),
+    ("test_transformer*.py", None, "2b"),
+    ("test_attack*.py", None, "3a"),
+    ("test_pgd*.py", None, "3a"),
+    ("test_saliency*.py", None, "3a"),
+    ("test_adv*train*.py", None, "3b"),
+)
+PROPERTY = "rubric_part"
+
+
+def part_of(nodeid, marker_part=None):
+    """The rubric item of the test `nodeid` (`tests/test_x.py::test_y[param]`), or `None`."""
+    if marker_part is not None:
+        return marker_part
+    path, _, name = nodeid.partition("::")
+    filename = os.path.basename(path)
+    name = name.split("[")[0].lower()
+    for pattern, regex, item in RULES:
+        if fnmatch.fnmatch(filename, pattern) and (regex is None or re.search(regex, name)):
+            return item
+    return None
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "part(item): the rubric item (1a, 1b-i, ..., 3b) a test belongs to")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        marker = item.get_closest_marker("part")
+        marker_part = marker.args[0] if marker is not None and marker.args else None
+        part = part_of(item.nodeid, marker_part)
+        if part is not None:
+            item.user_properties.append((PROPERTY, part))
+
+
+def outcomes(stats):
+    """`{nodeid: (outcome, item)}` from the terminal reporter's stats; outcome is the worst of the test's
+    phases: failed (or error) > skipped > passed."""
+    rank = {"passed": 0, "skipped": 1, "failed": 2}
+    out = {}
+    for reports in stats.values():
+        for rep in reports:
+            nodeid, when = getattr(rep, "nodeid", None), getattr(rep, "when", None)
+            if not nodeid or when is None:
+                continue
+            outcome = rep.outcome
+            if hasattr(rep, "wasxfail"):
+                outcome = "skipped"
+            item = dict(getattr(rep, "user_properties", ()) or ()).get(PROPERTY) or part_of(nodeid)
+            prev = out.get(nodeid)
+            if prev is None or rank[outcome] > rank[prev[0]]:
+                out[nodeid] = (outcome, item if prev is None else prev[1] or item)
+    return out
+
+
+def summary_lines(results):
+    """The summary table (list of strings) for `{nodeid: (outcome, item)}`."""
+    per = {item: {"passed": 0, "failed": 0, "skipped": 0} for item in ITEMS}
+    other = {"passed": 0, "failed": 0, "skipped": 0}
+    for outcome, item in results.values():
+        (per[item] if item in per else other)[outcome] += 1
+    lines = [f"{'item':<7} {'points':>11}  {'public tests':<32} what"]
+    total = bonus = 0.0
+    max_total = max_bonus = 0.0
+    for item, points, is_bonus, what in RUBRIC:
+        c = per[item]
+        ran = c["passed"] + c["failed"]
+        if is_bonus:
+            max_bonus += points
+        else:
+            max_total += points
+        if ran == 0:
+            shown = f"{'-':>5}/{points:g}"
+            counts = "not run" if not c["skipped"] else f"{c['skipped']} skipped"
+        else:
+            est = points if c["failed"] == 0 else 0.0  # some public tests pass even on the stubs
+            if is_bonus:
+                bonus += est
+            else:
+                total += est
+            shown = f"{est:>5g}/{points:g}"
+            counts = f"{c['passed']} passed" + (f", {c['failed']} FAILED" if c["failed"] else "") + \
+                (f", {c['skipped']} skipped" if c["skipped"] else "")
+        lines.append(f"{item:<7} {shown:>11}  {counts:<32} {what}")
+    if sum(other.values()):
+        counts = f"{other['passed']} passed, {other['failed']} failed, {other['skipped']} skipped"
+        lines.append(f"{'(other)':<7} {'':>11}  {counts:<32} tests of the given code and the runner (not graded)")
+    lines.append(f"estimate {total:g}/{max_total:g} + bonus {bonus:g}/{max_bonus:g}: points of the items whose public "
+                 f"tests all pass; the grader also runs hidden checks (partial credit per component).")
+    return lines
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    results = outcomes(terminalreporter.stats)
+    if not any(item in ITEMS for _, item in results.values()):
+        return
+    terminalreporter.section("points summary (public tests, estimate)")
+    for line in summary_lines(results):
+        terminalreporter.write_line(line)

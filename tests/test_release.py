@@ -1,0 +1,332 @@
+"""Staff tests of the release builder (`tools/make_release.py`, `tools/release/`): solution-marker stripping,
+the no-answer and same-interface checks, the student release and the autograder bundle.
+
+Fast tier: stripping rules on small synthetic sources, the checks catching planted leaks, one build of the
+real release with `--no-grade` (layout, stubs, bundle), and grading of two parts of the built bundle
+(reference full marks, release zero). Slow tier (`-m slow`): the whole build with every part graded.
+
+Run: python -m pytest tests/test_release.py            (slow tier: add -m slow)
+"""
+import ast
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOOLS = os.path.join(ROOT, "tools")
+if TOOLS not in sys.path:
+    sys.path.insert(0, TOOLS)
+
+from release import files, grade, markers, verify  # noqa: E402
+
+PARTS = {"1a", "1b-iii", "2a", "2b", "3a", "3b"}
+STUBBED = {"CustomConv2DFunction.forward", "CustomConv2DFunction.backward", "default_cnn_model",
+           "Attention.forward", "TransformerBlock.forward", "SimpleViT.__init__", "SimpleViT.forward",
+           "default_vit_model", "PGDAttack.perturb", "default_attack", "GradAttention.explain",
+           "default_attention", "adversarial_training_step"}
+FAST_PARTS = "2a,3b"  # two quick items for the fast grading tier
+
+SAMPLE = '''"""doc"""
+import math
+
+
+# BEGIN SOLUTION (Part 9z)
+class Helper:
+    """answer helper"""
+# END SOLUTION
+
+
+def f(x, y=2):
+    """f doc"""
+    z = x + 1
+    # BEGIN SOLUTION (Part 1a)
+    secret = math.sqrt(z) * 42
+    return secret
+    # END SOLUTION
+
+
+class C:
+    def g(self):
+        """g doc"""
+        if True:
+            # BEGIN SOLUTION (Part 2b)
+            hidden_answer = 7
+            # END SOLUTION
+        # BEGIN SOLUTION (Part 2b)
+        return hidden_answer
+        # END SOLUTION
+'''
+
+
+@pytest.fixture
+def slow_selected(request):
+    """Slow staff checks run only when asked for with `-m slow`; a plain `pytest` skips them visibly."""
+    if "slow" not in (request.config.getoption("markexpr") or "") or \
+            "not slow" in request.config.getoption("markexpr"):
+        pytest.skip("slow staff check (minutes): run with `python -m pytest -m slow`")
+
+
+def reference_source():
+    with open(os.path.join(ROOT, "student_code.py"), encoding="utf-8") as fh:
+        return fh.read()
+
+
+# ----------------------------------------------------------------------------------------- stripping rules
+def test_strip_sample_follows_the_rules():
+    stub, blocks = markers.strip_source(SAMPLE)
+    assert [(b.part, b.qualname) for b in blocks] == [("9z", ""), ("1a", "f"), ("2b", "C.g"), ("2b", "C.g")]
+    assert "class Helper" not in stub and "secret" not in stub and "hidden_answer" not in stub
+    assert '    raise NotImplementedError("Part 1a: implement f (see its docstring)")\n' in stub
+    # the first block of C.g raises at its own indentation; the second one vanishes
+    assert stub.count("Part 2b: implement C.g") == 1
+    assert '            raise NotImplementedError("Part 2b: implement C.g (see its docstring)")\n' in stub
+    assert stub.count("NotImplementedError") == 2
+    assert markers.module_level_names(SAMPLE, blocks) == {"Helper"}
+    ast.parse(stub)
+    assert verify.check_stub_text(SAMPLE, stub, blocks) == []
+
+
+def test_strip_keeps_outside_text_byte_identical_crlf():
+    src = SAMPLE.replace("\n", "\r\n")
+    stub, blocks = markers.strip_source(src)
+    assert "\r\n" in stub and "\n" not in stub.replace("\r\n", "")
+    kept = [l for l in stub.split("\r\n") if "NotImplementedError" not in l]
+    assert kept == markers.outside_lines(src, blocks) + [""]
+
+
+@pytest.mark.parametrize("bad,message", [
+    ("def f():\n    # BEGIN SOLUTION (Part 1a)\n    # BEGIN SOLUTION (Part 1a)\n    pass\n    # END SOLUTION\n",
+     "inside the block"),
+    ("def f():\n    pass\n    # END SOLUTION\n", "without a BEGIN"),
+    ("def f():\n    # BEGIN SOLUTION (Part 1a)\n    pass\n", "never closed"),
+    ("def f():\n    # BEGIN SOLUTION (Part 1a)\n    pass\n# END SOLUTION\n", "indented differently"),
+    ("def f():\n    # BEGIN SOLUTION (Part one)\n    pass\n    # END SOLUTION\n", "part label"),
+    ("def f():\n    # BEGIN SOLUTION Part 1a\n    pass\n    # END SOLUTION\n", "not spelled exactly"),
+    ("class A:\n    # BEGIN SOLUTION (Part 1a)\n    x = 1\n    # END SOLUTION\n", "class A"),
+    ("def f():\n    # BEGIN SOLUTION (Part 1a)\n    # END SOLUTION\n    pass\n", "empty solution block"),
+    ("def f(:\n    pass\n", "does not parse"),
+])
+def test_malformed_markers_are_rejected(bad, message):
+    with pytest.raises(markers.MarkerError, match=message):
+        markers.strip_source(bad)
+
+
+def test_reference_markers_cover_every_part():
+    stub, blocks = markers.strip_source(reference_source())
+    assert {b.part for b in blocks} == PARTS
+    assert {b.qualname for b in blocks if not b.module_level} == STUBBED
+    assert verify.check_stub_text(reference_source(), stub, blocks) == []
+
+
+# ----------------------------------------------------------------------------------------- the checks
+def test_check_stub_text_catches_a_surviving_answer_line():
+    ref = reference_source()
+    stub, blocks = markers.strip_source(ref)
+    _, lineno, answer = next(a for a in verify.answer_lines(ref, blocks) if a[0] == "2a" and "softmax" in a[2])
+    leaky = stub.replace('        raise NotImplementedError("Part 2a',
+                         f"        {answer}\n" + '        raise NotImplementedError("Part 2a', 1)
+    problems = verify.check_stub_text(ref, leaky, blocks)
+    assert any("survives in the stub" in p and f"line {lineno}" in p for p in problems), problems
+    assert any("changed while stripping" in p for p in problems), problems
+
+
+def test_check_stub_text_catches_an_answer_identifier_and_a_missing_raise():
+    ref = reference_source()
+    stub, blocks = markers.strip_source(ref)
+    leaky = stub.replace('raise NotImplementedError("Part 1b-iii: implement default_cnn_model (see its docstring)")',
+                         "return ResidualCNN(conv_op, num_classes)")
+    problems = verify.check_stub_text(ref, leaky, blocks)
+    assert any("ResidualCNN" in p for p in problems), problems
+    assert any("Part 1b-iii: implement default_cnn_model" in p and "found 0" in p for p in problems), problems
+
+
+def test_answer_rule_exempts_lines_given_outside_the_blocks():
+    src = "def f(x):\n    return x\n\n\ndef g(x):\n    # BEGIN SOLUTION (Part 1a)\n    y = x * 3\n    return x\n" \
+          "    # END SOLUTION\n"
+    _, blocks = markers.strip_source(src)
+    assert [a[2] for a in verify.answer_lines(src, blocks)] == ["y = x * 3"]
+    assert verify.normalize("  x = self.proj(x)   # merge '#' heads ") == "x = self.proj(x)"
+    assert verify.normalize("s = 'a # b'  # c") == "s = 'a # b'"
+
+
+def test_check_leaks_finds_an_answer_line_in_a_shipped_file(tmp_path):
+    ref = reference_source()
+    _, blocks = markers.strip_source(ref)
+    long_answer = next(a[2] for a in verify.answer_lines(ref, blocks)
+                       if len(a[2]) >= verify.LEAK_MIN_CHARS and " = " in a[2] and not set("#'\"") & set(a[2]))
+    shipped = tmp_path / "test_leak.py"
+    shipped.write_text(f"def helper():\n    {long_answer}  # copied\n")
+    problems = verify.check_leaks(ref, blocks, [str(shipped)])
+    assert len(problems) == 1 and "test_leak.py:2" in problems[0], problems
+
+
+def test_check_api_reports_signature_and_docstring_changes():
+    ref = {"f": {"kind": "function", "signature": "(x, y=2)", "doc": "d"},
+           "C": {"kind": "class", "signature": "()", "doc": "c", "bases": ["object"],
+                 "members": {"g": {"kind": "function", "signature": "(self)", "doc": "g"}}},
+           "Gone": {"kind": "class", "signature": "()", "doc": None, "bases": [], "members": {}}}
+    stub = json.loads(json.dumps(ref))
+    stub["f"]["signature"] = "(x, y=3)"
+    stub["C"]["members"]["g"]["doc"] = "changed"
+    del stub["Gone"]
+    problems = verify.check_api(ref, stub, removed={"Gone"})
+    assert len(problems) == 2, problems
+    assert any("f: signature differs" in p for p in problems) and any("C.g: docstring differs" in p for p in problems)
+    assert any("lacks the global 'Gone'" in p for p in verify.check_api(ref, stub, removed=set()))
+
+
+def test_staff_only_tests_are_recognized(tmp_path):
+    public = tmp_path / "test_public.py"
+    public.write_text("import student_code\n")
+    staff = tmp_path / "test_other.py"
+    staff.write_text("import sys\nsys.path.insert(0, os.path.join(ROOT, 'tools'))\n")
+    assert files.staff_only_test(str(public)) is None
+    assert files.staff_only_test(str(staff)) == "uses the staff tools"
+    assert files.staff_only_test(str(tmp_path / "test_release.py")) == "staff-only test (name)"
+
+
+def test_points_plugin_maps_tests_and_counts_only_fully_passing_items():
+    """The students' points summary (tests/points_plugin.py): file/marker mapping and the estimate rule."""
+    import points_plugin as pp
+
+    assert pp.part_of("tests/test_attention.py::test_x[cpu-1]") == "2a"
+    assert pp.part_of("tests/test_conv.py::test_y") == "1a"
+    assert pp.part_of("tests/test_blocks.py::test_z") is None
+    assert pp.part_of("tests/test_blocks.py::test_z", marker_part="2b") == "2b"
+    assert [i for i, _, _, _ in pp.RUBRIC] == ["1a", "1b-i", "1b-ii", "1b-iii", "1b-iv", "2a", "2b", "3a", "3b"]
+    assert sum(p for _, p, bonus, _ in pp.RUBRIC if not bonus) == 12
+    lines = pp.summary_lines({"a": ("passed", "2a"), "b": ("passed", "2a"), "c": ("skipped", "2a"),
+                              "d": ("passed", "1a"), "e": ("failed", "1a"), "f": ("passed", "3b"),
+                              "g": ("passed", None)})
+    text = "\n".join(lines)
+    assert "2/2  2 passed, 1 skipped" in text and "0/2  1 passed, 1 FAILED" in text
+    assert lines[-1].startswith("estimate 2/12 + bonus 2/2")
+
+
+# ----------------------------------------------------------------------------------------- the real build
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """`OUT` of one `make_release.py OUT --no-grade` run (about 30 s)."""
+    out = tmp_path_factory.mktemp("release_out")
+    proc = subprocess.run([sys.executable, os.path.join(TOOLS, "make_release.py"), str(out), "--no-grade"],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, f"make_release failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return out
+
+
+def test_release_layout(built):
+    release = built / "release"
+    shipped = sorted(str(p.relative_to(release)).replace(os.sep, "/") for p in release.rglob("*") if p.is_file())
+    for required in ("main.py", "student_code.py", "custom_blocks.py", "custom_augment.py", "custom_dataloader.py",
+                     "zip_submission.py", "requirements.txt", "README.md", ".gitignore", "logs/.gitkeep",
+                     "tests/conftest.py", "tests/forbidden.py", "tests/points_plugin.py", "tests/test_attention.py"):
+        assert required in shipped, f"{required} missing from the release: {shipped}"
+    leaked = [p for p in shipped if p.startswith(("tools/", "tests/hidden/")) or p in ("HANDOUT.md",)
+              or os.path.basename(p).startswith(("test_release", "test_mutants", "test_zip_submission",
+                                                 "test_autograde", "test_hostile"))]
+    assert not leaked, f"staff files in the release: {leaked}"
+    assert (release / "README.md").read_bytes() == open(os.path.join(ROOT, "HANDOUT.md"), "rb").read()
+    for name in ("main.py", "custom_blocks.py", "custom_dataloader.py", "custom_augment.py", "zip_submission.py"):
+        assert (release / name).read_bytes() == open(os.path.join(ROOT, name), "rb").read(), name
+
+
+def test_release_stub_is_the_stripped_reference(built):
+    stub = (built / "release" / "student_code.py").read_text(encoding="utf-8")
+    expected, blocks = markers.strip_source(reference_source())
+    assert stub == expected
+    assert "BEGIN SOLUTION" not in stub and "END SOLUTION" not in stub
+    assert verify.check_stub_text(reference_source(), stub, blocks) == []
+
+
+def test_release_stubs_raise_naming_their_part(built):
+    """Each stub, called, raises NotImplementedError("Part X: implement Q ...") (in a fresh interpreter)."""
+    _, blocks = markers.strip_source(reference_source())
+    targets = sorted({(b.qualname, b.part) for b in blocks if not b.module_level})
+    results = verify.run_probe("call-stubs", str(built / "release"), json.dumps([list(t) for t in targets]))
+    got = {r["qualname"]: (r["raised"], r["message"]) for r in results}
+    for qualname, part in targets:
+        raised, message = got[qualname]
+        assert raised == "NotImplementedError" and message.startswith(f"Part {part}: implement {qualname}"), \
+            f"{qualname}: {raised}: {message}"
+
+
+def test_release_api_equals_the_reference(built):
+    ref = verify.run_probe("describe", ROOT)
+    stub = verify.run_probe("describe", str(built / "release"))
+    removed = markers.module_level_names(reference_source(), markers.parse_blocks(reference_source()))
+    assert verify.check_api(ref, stub, removed) == []
+    assert removed and not removed & set(stub)
+
+
+def test_bundle_contents_and_determinism(built):
+    with zipfile.ZipFile(built / "autograder.zip") as zf:
+        infos = zf.infolist()
+        names = [i.filename for i in infos]
+        assert names == sorted(names)
+        assert all(i.date_time == files.FIXED_DATE for i in infos)
+        for required in ("setup.sh", "run_autograder", "tools/autograde.py", "student_code.py", "tests/forbidden.py",
+                         "custom_blocks.py", "custom_augment.py", "custom_dataloader.py", "requirements.txt"):
+            assert required in names, f"bundle lacks {required}"
+        assert any(n.startswith("tools/grading/") for n in names)
+        assert any(n.startswith("tests/hidden/") for n in names), "hidden tests missing from the bundle"
+        assert not [n for n in names if n.startswith("tools/") and not (n == "tools/autograde.py"
+                                                                       or n.startswith("tools/grading/"))]
+        for script in ("setup.sh", "run_autograder"):
+            assert (zf.getinfo(script).external_attr >> 16) & 0o111, f"{script} is not executable"
+        run = zf.read("run_autograder").decode()
+        assert ("tools/autograde.py /autograder/submission --results /autograder/results/results.json" in run
+                and "--kit /autograder/source" in run)
+        assert zf.read("student_code.py") == open(os.path.join(ROOT, "student_code.py"), "rb").read()
+    # a second bundle from the same sources is byte-identical
+    entries = {i.filename: zipfile.ZipFile(built / "autograder.zip").read(i.filename) for i in infos}
+    again = built / "again.zip"
+    files.write_zip(str(again), entries)
+    assert again.read_bytes() == (built / "autograder.zip").read_bytes()
+
+
+def test_foreign_output_folder_is_left_alone(tmp_path):
+    """`OUT/release` not made by make_release is neither overwritten nor renamed; no bundle is written."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "release").mkdir()
+    (out / "release" / "mine.txt").write_text("not made by make_release")
+    proc = subprocess.run([sys.executable, os.path.join(TOOLS, "make_release.py"), str(out), "--no-grade"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 1 and "refusing to overwrite" in proc.stderr
+    assert (out / "release" / "mine.txt").exists() and not (out / "autograder.zip").exists()
+
+
+# ----------------------------------------------------------------------------------------- grading the bundle
+def _unpacked_bundle(built, tmp_path):
+    dest = tmp_path / "bundle"
+    with zipfile.ZipFile(built / "autograder.zip") as zf:
+        zf.extractall(dest)
+    return dest
+
+
+def test_bundle_grades_reference_full_and_release_zero_on_two_parts(built, tmp_path):
+    """One batch of the unpacked bundle's grader (`--kit` = the bundle) on two items: the reference at full
+    marks, the stubbed release at zero."""
+    bundle = _unpacked_bundle(built, tmp_path)
+    parts = FAST_PARTS.split(",")
+    submissions = {"reference": (bundle / "student_code.py").read_text(encoding="utf-8"),
+                   "release": (built / "release" / "student_code.py").read_text(encoding="utf-8")}
+    graded = grade.run_batch(str(bundle / "tools" / "autograde.py"), submissions, kit=str(bundle), parts=parts,
+                             jobs=2)
+    score, max_score, tests = grade.summarize(graded["reference"])
+    assert len(tests) == len(parts) and max_score > 0
+    assert score == max_score, f"reference lost points: {grade.lost_points(tests)}\n{graded['reference']['output']}"
+    score_r, max_r, tests_r = grade.summarize(graded["release"])
+    assert max_r == max_score and score_r == 0, tests_r
+
+
+@pytest.mark.slow
+def test_full_build_grades_reference_full_and_release_zero(tmp_path, slow_selected):
+    proc = subprocess.run([sys.executable, os.path.join(TOOLS, "make_release.py"), str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=3000, cwd=ROOT)
+    assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    assert "reference:" in proc.stdout and "release:" in proc.stdout

@@ -129,6 +129,8 @@ def validate_args(args):
     if args.evaluate and args.attack:
         raise UsageError("-e/--evaluate and -a/--attack are separate modes: use one of them")
     chosen = [f"--{f.replace('_', '-')}" for f in MODEL_FLAGS if getattr(args, f)]
+    if "--use-custom-conv" in chosen and len(chosen) == 2 and "--use-vit" not in chosen:
+        chosen.remove("--use-custom-conv")  # SimpleNet / ResNet-18 built with the custom convolution
     if len(chosen) > 1:
         raise UsageError(f"choose at most one model flag, got {' and '.join(chosen)}")
     if args.save_adv and not args.attack:
@@ -265,15 +267,11 @@ def reseed_epoch(args, loader, epoch):
 # Models and optimization
 ################################################################################
 def model_name(args):
-    if args.use_simplenet:
-        return "simplenet"
+    """`simplenet`, `vit`, `resnet18`, `default_cnn`, or `custom_conv` / `<model>_custom_conv`."""
+    base = "simplenet" if args.use_simplenet else "vit" if args.use_vit else "resnet18" if args.use_resnet18 else ""
     if args.use_custom_conv:
-        return "custom_conv"
-    if args.use_vit:
-        return "vit"
-    if args.use_resnet18:
-        return "resnet18"
-    return "default_cnn"
+        return f"{base}_custom_conv" if base else "custom_conv"
+    return base or "default_cnn"
 
 
 def resnet18_weights_path(weights_file=None):
@@ -306,12 +304,26 @@ def build_resnet18(num_classes, weights_file=None):
     return model
 
 
+def swap_convs(module, conv_cls):
+    """Replace every `nn.Conv2d` inside `module` by `conv_cls` with the same configuration and weights."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.Conv2d):
+            new = conv_cls(child.in_channels, child.out_channels, child.kernel_size[0], stride=child.stride[0],
+                           padding=child.padding[0], bias=child.bias is not None)
+            new.load_state_dict(child.state_dict())
+            setattr(module, name, new)
+        else:
+            swap_convs(child, conv_cls)
+    return module
+
+
 def build_model(args, num_classes):
     """Dispatch to student_code per the model flags (see SPEC section 3)."""
     import student_code
 
     if args.use_resnet18:
-        return build_resnet18(num_classes, args.pretrained_weights)
+        model = build_resnet18(num_classes, args.pretrained_weights)
+        return swap_convs(model, student_code.CustomConv2d) if args.use_custom_conv else model
     if args.use_vit:
         return student_code.default_vit_model(num_classes=num_classes)
     if args.use_simplenet:

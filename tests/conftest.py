@@ -19,6 +19,12 @@ pytest_plugins = ["points_plugin"]  # per-part points summary at the end of a ru
 DEVICES = ["cpu", "cuda"]
 
 
+def pytest_configure(config):
+    """One intra-op thread per test process: the tensors here are tiny, and on a shared 2-core machine
+    two threads waiting on each other make small ops up to 10x slower (child processes keep the default)."""
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_numerics():
     """Seed every RNG and turn TF32 off for each test (restored afterwards)."""

@@ -139,6 +139,7 @@ def test_missing_data_folder_points_to_download_script(tmp_path, capsys):
     (["--attack-eps", "-0.1"], "--attack-eps"),
     (["--resume", "/no/such/checkpoint.pth.tar"], "no checkpoint file"),
     (["--use-vit", "--use-resnet18"], "at most one model flag"),
+    (["--use-vit", "--use-custom-conv"], "at most one model flag"),
     (["--save-adv", "x"], "--save-adv needs -a"),
 ])
 def test_bad_flags_give_one_clear_message(argv, needle, tiny, capsys):
@@ -292,6 +293,28 @@ def test_torchrun_two_processes_on_cpu(tiny, tmp_path):
     assert "x2 processes" in res.stdout and res.stdout.count("******Acc@1") == 1, res.stdout
     [run] = run_folders(tmp_path / "logs")  # only rank 0 makes a run folder and saves
     assert os.path.isfile(os.path.join(run, "checkpoint.pth.tar"))
+
+
+def test_resnet18_with_custom_conv_matches(tmp_path):
+    """`--use-resnet18 --use-custom-conv`: every conv swapped for CustomConv2d, same function."""
+    import torchvision
+    import student_code
+
+    path = str(tmp_path / "r18.pth")
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    args = runner.get_args_parser().parse_args(["--use-resnet18", "--use-custom-conv", "--pretrained-weights", path])
+    runner.validate_args(args)
+    swapped = runner.build_model(args, 5).eval()
+    assert runner.model_name(args) == "resnet18_custom_conv"
+    assert not any(type(m) is torch.nn.Conv2d for m in swapped.modules())
+    assert sum(isinstance(m, student_code.CustomConv2d) for m in swapped.modules()) == 20
+    args.use_custom_conv = False
+    plain = runner.build_model(args, 5).eval()
+    plain.fc.load_state_dict(swapped.fc.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        diff = (swapped(x) - plain(x)).abs().max().item()
+    assert diff < 1e-4, f"max abs diff {diff}"
 
 
 def test_adversarial_training_runs(tiny, tmp_path, capsys):

@@ -25,6 +25,7 @@ import torch
 from grading_fixtures import shared, variants
 
 from grading import compare, rubric, sandbox, static  # noqa: E402 (path set by grading_fixtures.shared)
+from grading import checks_part2, checks_part3  # noqa: E402
 from grading.grade import grade_submission  # noqa: E402
 from grading.results import ItemGrade, build_results  # noqa: E402
 from grading.submission import SubmissionError, read_source  # noqa: E402
@@ -171,6 +172,28 @@ def test_close_reports_the_reason():
                           (torch.tensor([0, 0.5, 0], dtype=torch.float64), "max abs diff 5.00e-01")):
         ok, msg = compare.close(actual, e, what="forward")
         assert not ok and words in msg, msg
+
+
+def test_default_attack_budget_check():
+    """`default_attack` must carry the default budget: a larger epsilon changes nothing a 10-step attack of
+    0.01 can reach, so only the attributes reveal it."""
+    want = torch.tensor([10, 0.01, 0.1, 0.0], dtype=torch.float64)  # num_steps, step_size, epsilon, random_start
+    assert checks_part3._budget_problem({"budget": want.clone()}, want) == ""
+    wide = want.clone()
+    wide[2] = 0.3
+    assert "epsilon=0.3" in checks_part3._budget_problem({"budget": wide}, want)
+    assert "unreadable" in checks_part3._budget_problem({"budget": None}, want)
+
+
+def test_drop_path_rate_one_checks():
+    """At rate 1 stochastic depth is deterministic: a block is the identity, a depth-2 ViT skips its last block."""
+    x = torch.randn(2, 3, 3, 4, dtype=torch.float64)
+    vit = torch.randn(2, 5, dtype=torch.float64)
+    inp, exp = {"props": {"drop_one": {"block_x": x}}}, {"drop_vit": vit}
+    assert checks_part2._drop_rate_problems(inp, exp, {"block_out": x.clone(), "vit_out": vit.clone()}) == []
+    problems = checks_part2._drop_rate_problems(inp, exp, {"block_out": x + 1, "vit_out": vit + 1})
+    assert len(problems) == 2 and "MLP branch" in problems[0] and "rise linearly" in problems[1], problems
+    assert "raised" in checks_part2._drop_rate_problems(inp, exp, {"error": "ValueError: x"})[0]
 
 
 def test_results_json_format():

@@ -4,7 +4,9 @@
 `F.scaled_dot_product_attention` here: outputs, input and parameter gradients, float64 and float32.
 2b: `TransformerBlock` (global; windowed with and without padding) and `SimpleViT` (reference weights loaded by
 name, eval mode) vs the kit's reference built from the same weights; plus properties (parameter count and
-output of `default_vit_model`, stochastic depth active only in train mode, `use_abs_pos=False`). The sandbox
+output of `default_vit_model`, stochastic depth active only in train mode, on both residual branches
+(`drop_path=1` makes a block the identity in train mode) and rising linearly over the blocks (a depth-2
+`SimpleViT` with `drop_path_rate=1` vs the reference in train mode), `use_abs_pos=False`). The sandbox
 grades 2b with a correct Attention substituted (rubric.py).
 """
 import torch
@@ -131,6 +133,11 @@ VIT_CASES = (
 )
 PROP_KWARGS = dict(img_size=32, num_classes=5, patch_size=8, embed_dim=16, depth=2, num_heads=2, mlp_ratio=2.0,
                    window_size=2, window_block_indexes=(0,))
+# stochastic depth at rate 1 (deterministic in train mode): a block that drops both branches always, and a
+# depth-2 SimpleViT whose rates rise linearly 0 -> 1 (first block never dropped, last block always)
+DROP_BLOCK_KWARGS = dict(dim=16, num_heads=4, mlp_ratio=2.0, qkv_bias=True, drop_path=1.0, window_size=0)
+DROP_VIT_KWARGS = dict(img_size=32, num_classes=5, patch_size=8, embed_dim=16, depth=2, num_heads=2, mlp_ratio=2.0,
+                       drop_path_rate=1.0, window_size=2, window_block_indexes=(0,))
 
 
 def inputs_2b(ref):
@@ -146,6 +153,10 @@ def inputs_2b(ref):
                      "x": randn(gen, *shape), "gout": randn(gen, shape[0], kwargs["num_classes"])})
     props = {"classes": 37, "x128": randn(gen, 1, 3, 128, 128, dtype=F32), "kwargs": dict(PROP_KWARGS),
              "x": randn(gen, 4, 3, 32, 32), "high_rate": 0.5}
+    vit = _seeded_module(lambda: ref.SimpleViT(**DROP_VIT_KWARGS), 250).double()
+    props["drop_one"] = {"block_kwargs": dict(DROP_BLOCK_KWARGS), "block_x": randn(gen, 3, 4, 5, 16),
+                         "vit_kwargs": dict(DROP_VIT_KWARGS), "vit_state": _perturbed_state(vit, 251),
+                         "vit_x": randn(gen, 3, 3, 32, 32)}
     return {"blocks": blocks, "vits": vits, "props": props}
 
 
@@ -164,7 +175,31 @@ def expected_2b(ref, inp):
     vits = [_reference_pass(ref.SimpleViT, c) for c in inp["vits"]]
     with torch.random.fork_rng(devices=[]):
         n_params = sum(p.numel() for p in ref.default_vit_model(num_classes=100).parameters())
-    return {"blocks": blocks, "vits": vits, "n_params": n_params}
+        d = inp["props"]["drop_one"]
+        vit = ref.SimpleViT(**d["vit_kwargs"]).double()
+        vit.load_state_dict(d["vit_state"])
+        vit.train()
+        with torch.no_grad():
+            drop_vit = vit(d["vit_x"])
+    return {"blocks": blocks, "vits": vits, "n_params": n_params, "drop_vit": drop_vit}
+
+
+def _drop_rate_problems(inp, exp, d):
+    """Messages for the rate-1 stochastic depth checks (`d`: the child's `drop_rates` stage)."""
+    if not isinstance(d, dict) or case_error(d):
+        return [f"stochastic depth check at rate 1 raised {case_error(d)}" if isinstance(d, dict) else
+                "stochastic depth check at rate 1 did not run"]
+    problems = []
+    ok, msg = close(d.get("block_out"), inp["props"]["drop_one"]["block_x"], what="output")
+    if not ok:
+        problems.append(f"TransformerBlock(drop_path=1.0) in train mode must return its input unchanged (drop "
+                        f"path on both the attention and the MLP branch): {msg}")
+    ok, msg = close(d.get("vit_out"), exp["drop_vit"], what="output")
+    if not ok:
+        problems.append(f"SimpleViT(depth=2, drop_path_rate=1.0) in train mode (block rates must rise linearly "
+                        f"from 0 to drop_path_rate: block 0 never dropped, the last block always) differs from "
+                        f"the reference: {msg}")
+    return problems
 
 
 def _pass_failures(results, expected, cases):
@@ -235,6 +270,7 @@ def score_2b(inp, exp, out, findings):
         elif torch.equal(hi_t, hi_e):
             problems.append(f"with drop_path_rate={inp['props']['high_rate']} the train-mode output equals the "
                             f"eval-mode output: stochastic depth is not applied")
+    problems.extend(_drop_rate_problems(inp, exp, out.get("drop_rates")))
     d = out.get("no_pos")
     if not isinstance(d, dict) or case_error(d):
         problems.append(f"SimpleViT(use_abs_pos=False) raised {case_error(d)}" if isinstance(d, dict) else

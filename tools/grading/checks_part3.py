@@ -2,12 +2,14 @@
 
 Both items run on the fixed `harness.SmallCNN` (float64, BatchNorm with random statistics). 3a: the
 submission's `PGDAttack` / `default_attack` vs the kit's reference attack on the same model and inputs
-(targeted and untargeted, several budgets), the L-inf ball and image range, the model left exactly as
+(targeted and untargeted, several budgets; `random_start` with the global RNG seeded the same way on both sides;
+`default_attack`'s budget attributes), the L-inf ball and image range, the model left exactly as
 found (parameters, buffers, `.grad`, `requires_grad`, modes; the child returns its state after each call),
 and `GradAttention` vs vanilla-gradient saliency computed here with autograd. 3b: one
 `adversarial_training_step` with the trusted recording FGSM attacker vs the kit's reference step (parameters,
 BatchNorm statistics, loss and output after the step), and the protocol (eval mode while crafting, train
-mode restored, exactly one optimizer step).
+mode restored, gradients zeroed: a step on a model whose parameters carry stale `.grad` values must equal
+the reference step, exactly one optimizer step).
 """
 import torch
 import torch.nn as nn
@@ -19,6 +21,7 @@ from .results import ItemGrade
 F64 = torch.float64
 PGD_TOL = 1e-7  # per-element agreement with the reference attack (float64)
 PGD_MISMATCH_FRACTION = 2e-3  # share of elements allowed to differ (sign of a ~0 gradient)
+BUDGET_ATTRS = ("num_steps", "step_size", "epsilon", "random_start")  # read from default_attack's result
 
 
 def _setup(seed, frozen=(), grads=(), train=True):
@@ -66,8 +69,9 @@ def _attack_text(case):
 
 def inputs_3a(ref):
     gen = generator(301)
-    cases = [{"kind": k, "num_steps": n, "step_size": s, "epsilon": e, "targeted": t, "random_start": r}
-             for k, n, s, e, t, r, _, _ in ATTACK_CASES]
+    # the child seeds the global RNG with "seed" right before each perturb (random_start draws from it)
+    cases = [{"kind": k, "num_steps": n, "step_size": s, "epsilon": e, "targeted": t, "random_start": r,
+              "seed": 303 + i} for i, (k, n, s, e, t, r, _, _) in enumerate(ATTACK_CASES)]
     return {"setup": _setup(302, frozen=("bn1.bias",), grads=("conv1.weight", "fc.bias")),
             "x": harness.seeded_images(gen, 4, 16, 16), "y": torch.randint(0, 10, (4,), generator=gen),
             "cases": cases}
@@ -75,15 +79,20 @@ def inputs_3a(ref):
 
 def expected_3a(ref, inp):
     loss_fn = nn.CrossEntropyLoss()
-    advs = []
+    advs, no_start = [], []
     for c in inp["cases"]:
-        if c["random_start"]:
-            advs.append(None)
-            continue
+        target = None if c["targeted"] else inp["y"]
         model = _model(inp["setup"])
         attack = ref.default_attack(loss_fn) if c["kind"] == "default" else ref.PGDAttack(
-            loss_fn, num_steps=c["num_steps"], step_size=c["step_size"], epsilon=c["epsilon"])
-        advs.append(attack.perturb(model, inp["x"].clone(), None if c["targeted"] else inp["y"]))
+            loss_fn, num_steps=c["num_steps"], step_size=c["step_size"], epsilon=c["epsilon"],
+            random_start=c["random_start"])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(c["seed"])
+            advs.append(attack.perturb(model, inp["x"].clone(), target))
+        no_start.append(None)
+        if c["random_start"]:  # the same attack started at the input (what ignoring random_start gives)
+            attack.random_start = False
+            no_start[-1] = attack.perturb(_model(inp["setup"]), inp["x"].clone(), target)
     model = _model(inp["setup"])
     model.eval()
     x = inp["x"].clone().requires_grad_(True)
@@ -91,8 +100,23 @@ def expected_3a(ref, inp):
     grad, = torch.autograd.grad(loss_fn(logits, logits.argmax(dim=1)), x)
     saliency = grad.abs().amax(dim=1, keepdim=True)  # (N, 1, H, W)
     pristine = harness.model_snapshot(_model(inp["setup"]))
-    return {"advs": advs, "saliency": saliency, "pristine": pristine,
-            "default_eps": ref.default_attack(loss_fn).epsilon}
+    default = ref.default_attack(loss_fn)
+    budget = torch.tensor([float(getattr(default, name)) for name in BUDGET_ATTRS], dtype=F64)
+    return {"advs": advs, "no_start": no_start, "saliency": saliency, "pristine": pristine,
+            "default_eps": default.epsilon, "default_budget": budget}
+
+
+def _budget_problem(r, want):
+    """'' when `default_attack`'s attributes (`r["budget"]`, in `BUDGET_ATTRS` order) equal `want`."""
+    got = r.get("budget")
+    if isinstance(got, torch.Tensor) and got.shape == want.shape and got.dtype == want.dtype \
+            and bool(torch.isfinite(got).all()) and bool(((got - want).abs() <= 1e-12).all()):
+        return ""
+    shown = ", ".join(f"{n}={bool(v)}" if n == "random_start" else f"{n}={v:g}"
+                      for n, v in zip(BUDGET_ATTRS, got.tolist())) \
+        if isinstance(got, torch.Tensor) and got.shape == want.shape else "unreadable attributes"
+    return (f"default_attack(loss_fn) must be PGDAttack(loss_fn) with the default budget (num_steps=10, "
+            f"step_size=0.01, epsilon=0.1, random_start=False); got {shown}")
 
 
 def _untouched(snapshot, pristine):
@@ -165,7 +189,7 @@ def score_3a(inp, exp, out, findings):
     lo, hi = harness.valid_range(F64)
     groups = {"untargeted": [], "targeted": [], "rules": []}
     counts = {"untargeted": 0, "targeted": 0, "rules": 0}
-    for case, c, want, r in zip(ATTACK_CASES, inp["cases"], exp["advs"], attacks):
+    for case, c, want, plain, r in zip(ATTACK_CASES, inp["cases"], exp["advs"], exp["no_start"], attacks):
         err = case_error(r)
         r = r if isinstance(r, dict) else {}
         text = _attack_text(case)
@@ -183,10 +207,17 @@ def score_3a(inp, exp, out, findings):
                 groups["rules"].append(f"{problem} for {text}")
             continue
         rules = _rules_problem(r, x, eps, lo, hi) or _untouched(r.get("model"), exp["pristine"])
+        if not rules and c["kind"] == "default":
+            rules = _budget_problem(r, exp["default_budget"])
         if rules:
             groups["rules"].append(f"{rules} for {text}")
         mismatch = _mismatch(r["adv"], want) if want is not None and not rules.startswith(("no adv", "returned")) \
             else ""
+        if mismatch and plain is not None:
+            mismatch = ("random_start=True was ignored (the result equals the attack started at the input)"
+                        if not _mismatch(r["adv"], plain) else
+                        mismatch + "; with the global RNG seeded, the start must be input + "
+                        "torch.empty_like(input).uniform_(-epsilon, epsilon) (one draw, no other), projected")
         if key != "rules" and (rules or mismatch):
             groups[key].append(f"{rules or mismatch} for {text}")
         elif key == "rules" and mismatch:
@@ -229,28 +260,36 @@ def score_3a(inp, exp, out, findings):
 # ---------------------------------------------------------------------------------------------------------
 # (adv_fraction, public)
 TRAIN_CASES = ((1.0, True), (0.5, True), (0.0, True), (1.0 / 3.0, False))
+STALE_GRAD = 3.0  # the .grad every parameter carries before the stale-gradient step
 
 
 def inputs_3b(ref):
     gen = generator(311)
     return {"setup": _setup(312), "x": harness.seeded_images(gen, 6, 12, 12),
             "y": torch.randint(0, 10, (6,), generator=gen),
-            "cases": [{"adv_fraction": f, "lr": 0.1, "momentum": 0.9, "epsilon": 0.05} for f, _ in TRAIN_CASES]}
+            "cases": [{"adv_fraction": f, "lr": 0.1, "momentum": 0.9, "epsilon": 0.05} for f, _ in TRAIN_CASES],
+            # every parameter starts with a stale .grad (STALE_GRAD): the step must zero the gradients
+            "stale": {"adv_fraction": 0.5, "lr": 0.1, "momentum": 0.9, "epsilon": 0.05, "stale_grad": STALE_GRAD}}
+
+
+def _reference_step(ref, inp, c):
+    model = _model(inp["setup"])
+    if c.get("stale_grad") is not None:
+        for p in model.parameters():
+            p.grad = torch.full_like(p, float(c["stale_grad"]))
+    opt = torch.optim.SGD(model.parameters(), lr=c["lr"], momentum=c["momentum"])
+    attacker = harness.RecordingFGSM(nn.CrossEntropyLoss(), epsilon=c["epsilon"])
+    loss, output = ref.adversarial_training_step(model, inp["x"].clone(), inp["y"].clone(),
+                                                 nn.CrossEntropyLoss(), opt, attacker,
+                                                 adv_fraction=c["adv_fraction"])
+    return {"loss": loss.detach().double(), "output": output.detach(),
+            "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
+            "n_adv": int(round(c["adv_fraction"] * inp["x"].shape[0]))}
 
 
 def expected_3b(ref, inp):
-    out = []
-    for c in inp["cases"]:
-        model = _model(inp["setup"])
-        opt = torch.optim.SGD(model.parameters(), lr=c["lr"], momentum=c["momentum"])
-        attacker = harness.RecordingFGSM(nn.CrossEntropyLoss(), epsilon=c["epsilon"])
-        loss, output = ref.adversarial_training_step(model, inp["x"].clone(), inp["y"].clone(),
-                                                     nn.CrossEntropyLoss(), opt, attacker,
-                                                     adv_fraction=c["adv_fraction"])
-        out.append({"loss": loss.detach().double(), "output": output.detach(),
-                    "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
-                    "n_adv": int(round(c["adv_fraction"] * inp["x"].shape[0]))})
-    return {"cases": out}
+    return {"cases": [_reference_step(ref, inp, c) for c in inp["cases"]],
+            "stale": _reference_step(ref, inp, inp["stale"])}
 
 
 def _step_problem(r, e):
@@ -308,12 +347,24 @@ def score_3b(inp, exp, out, findings):
             protocol.append(f"optimizer.step() was called {r.get('steps')} times (expected once) for {text}")
         if r.get("loss_requires_grad") or r.get("output_requires_grad"):
             protocol.append(f"the returned loss/output are not detached for {text}")
+    stale = out.get("stale")
+    if isinstance(stale, dict) and "state" in stale and not case_error(stale):
+        problem = _step_problem(stale, exp["stale"])
+        if problem:
+            protocol.append(f"with stale .grad values on the parameters before the call (as after an earlier "
+                            f"step), the step differs from the reference ({problem}): zero the gradients "
+                            f"before backward")
+    else:
+        err = case_error(stale) if isinstance(stale, dict) else None
+        protocol.append(f"raised {err} with stale .grad values on the parameters" if err else
+                        "no result for the step with stale .grad values on the parameters")
     grade.add("adv_fraction=1: parameters, BatchNorm statistics, loss and output after the step equal the "
               "reference step", 1.0, not first, summarize(first, 1, "cases"))
     grade.add("mixed batches (adv_fraction 0.5, 0 and a hidden one) equal the reference step", 0.5, not rest,
               summarize(rest, len(TRAIN_CASES) - 1, "cases"))
-    grade.add("protocol: attacker sees eval mode, train mode restored, one optimizer step, detached results", 0.5,
-              not protocol, summarize(protocol, len(TRAIN_CASES), "checks"))
+    grade.add("protocol: attacker sees eval mode, train mode restored, gradients zeroed, one optimizer step, "
+              "detached results", 0.5,
+              not protocol, summarize(protocol, len(TRAIN_CASES) + 1, "checks"))
     grade.note("(3b uses the grader's own FGSM attacker, so your PGDAttack does not affect this item.)")
     return grade
 

@@ -336,6 +336,25 @@ def run_2b(sc, inp, ctx):
                 out[key + "_train"] = _plain(model(p["x"]))
         return out
 
+    def drop_rates():
+        # drop_path=1: both residual branches always dropped in train mode, the block is the identity
+        d = p["drop_one"]
+        torch.manual_seed(0)
+        block = sc.TransformerBlock(**d["block_kwargs"]).double()
+        block.train()
+        torch.manual_seed(2)
+        with torch.no_grad():
+            block_out = _plain(block(d["block_x"]))
+        # depth 2, drop_path_rate=1: rates 0 then 1, so the train-mode output is deterministic
+        torch.manual_seed(0)
+        vit = sc.SimpleViT(**d["vit_kwargs"]).double()
+        vit.load_state_dict(d["vit_state"])
+        vit.train()
+        torch.manual_seed(3)
+        with torch.no_grad():
+            vit_out = _plain(vit(d["vit_x"]))
+        return {"block_out": block_out, "vit_out": vit_out}
+
     def no_pos():
         torch.manual_seed(0)
         model = sc.SimpleViT(**p["kwargs"], use_abs_pos=False).double().eval()
@@ -343,12 +362,14 @@ def run_2b(sc, inp, ctx):
             shape = torch.tensor(list(model(p["x"]).shape))
         return {"pos_is_none": getattr(model, "pos_embed", 0) is None, "shape": shape}
 
-    for name, fn in (("default", default_model), ("drop_path", drop_path), ("no_pos", no_pos)):
+    for name, fn in (("default", default_model), ("drop_path", drop_path), ("drop_rates", drop_rates),
+                     ("no_pos", no_pos)):
         _stage(res, name, fn)
     return res
 
 
 def run_3a(sc, inp, ctx):
+    import torch
     import torch.nn as nn
 
     h = ctx["harness"]
@@ -369,6 +390,14 @@ def run_3a(sc, inp, ctx):
             else:
                 attack = sc.PGDAttack(loss_fn, num_steps=c["num_steps"], step_size=c["step_size"],
                                       epsilon=c["epsilon"])
+            if c["kind"] == "default":
+                try:
+                    r["budget"] = torch.tensor([float(getattr(attack, name)) for name in
+                                                ("num_steps", "step_size", "epsilon", "random_start")],
+                                               dtype=torch.float64)
+                except BaseException:
+                    r["budget"] = None
+            torch.manual_seed(int(c["seed"]))  # random_start draws from the global RNG
             adv = attack.perturb(model, x, None if c["targeted"] else inp["y"].clone())
             r["adv_requires_grad"] = bool(getattr(adv, "requires_grad", False))
             r["adv"] = _plain(adv)
@@ -398,12 +427,15 @@ def run_3b(sc, inp, ctx):
     import torch.nn as nn
 
     h = ctx["harness"]
-    res = []
-    for c in inp["cases"]:
+
+    def one_step(c):
         r = {}
         try:
             model = h.SmallCNN().double()
             h.load_model_state(model, inp["setup"])
+            if c.get("stale_grad") is not None:  # leftovers of an earlier step: the step must zero them
+                for q in model.parameters():
+                    q.grad = torch.full_like(q, float(c["stale_grad"]))
             opt = torch.optim.SGD(model.parameters(), lr=c["lr"], momentum=c["momentum"])
             count = [0]
             original_step = opt.step
@@ -428,8 +460,9 @@ def run_3b(sc, inp, ctx):
             r["calls"] = torch.tensor(attacker.calls, dtype=torch.int64).reshape(-1, 2)  # (calls, 2)
         except BaseException as exc:
             r["error"] = describe(exc)
-        res.append(r)
-    return {"cases": res}
+        return r
+
+    return {"cases": [one_step(c) for c in inp["cases"]], "stale": one_step(inp["stale"])}
 
 
 RUNNERS = {"1a": run_1a, "1b-i": run_1b_i, "1b-ii": run_1b_ii, "1b-iii": run_1b_iii, "1b-iv": run_1b_iv,

@@ -3,7 +3,6 @@ input, and the synthetic generator (determinism, caching, class counts).
 
 Run: pytest tests/test_dataloader.py
 """
-import os
 import shutil
 from pathlib import Path
 

@@ -348,8 +348,11 @@ def build_optimizer(args, model):
         optimizer = torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum, nesterov=args.momentum > 0)
     if args.clip_grad > 0:
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer.register_step_pre_hook(
-            lambda opt, a, kw: torch.nn.utils.clip_grad_norm_(params, args.clip_grad))
+
+        def clip(optimizer, args_, kwargs_):  # a step pre-hook must return None (or new arguments)
+            torch.nn.utils.clip_grad_norm_(params, args.clip_grad)
+
+        optimizer.register_step_pre_hook(clip)
     return optimizer
 
 

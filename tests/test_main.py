@@ -322,3 +322,53 @@ def test_adversarial_training_runs(tiny, tmp_path, capsys):
         code, out, err = run_cli([tiny, "--epochs", "1", "--log-dir", str(tmp_path / "logs")] + FAST + extra, capsys)
         assert code == 0, err
         final_acc(out)
+
+
+@pytest.fixture(scope="module")
+def resnet18_file(tmp_path_factory):
+    """A ResNet-18 state_dict made here (random weights; torchvision's ImageNet file cannot be downloaded)."""
+    import torchvision
+
+    path = tmp_path_factory.mktemp("weights") / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    return str(path)
+
+
+@pytest.mark.parametrize("flags,arch", [
+    ([], "default_cnn"),
+    (["--use-simplenet", "--use-custom-conv"], "simplenet_custom_conv"),
+    (["--use-custom-conv"], "custom_conv"),
+    (["--use-vit"], "vit"),
+    (["--use-resnet18"], "resnet18"),
+    (["--use-simplenet", "--clip-grad", "0.5"], "simplenet"),
+], ids=["default-cnn", "simplenet-custom-conv", "custom-conv", "vit", "resnet18", "sgd-clip-grad"])
+def test_every_model_flag_trains_end_to_end(flags, arch, tiny, resnet18_file, tmp_path, capsys):
+    """One epoch of each model the runner offers, with its own optimizer (AdamW and gradient clipping for
+    the ViT), ending with the final accuracy line and a checkpoint of the right architecture."""
+    if "--use-resnet18" in flags:
+        flags = flags + ["--pretrained-weights", resnet18_file]
+    argv = [tiny, "--epochs", "1", "--log-dir", str(tmp_path / "logs"), "--img-size", "32", "-b", "8", "-j", "0",
+            "--seed", "3"] + flags
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    final_acc(out)
+    [run] = run_folders(tmp_path / "logs")
+    ckpt = torch.load(os.path.join(run, "checkpoint.pth.tar"), map_location="cpu", weights_only=True)
+    assert ckpt["model_arch"] == arch, f"checkpoint architecture {ckpt['model_arch']!r}, expected {arch!r}"
+
+
+@pytest.mark.parametrize("vit", [False, True], ids=["sgd", "adamw"])
+def test_clip_grad_clips_before_every_step(vit):
+    """`--clip-grad C`: the gradient norm the optimizer steps with is at most C (a step pre-hook)."""
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    argv = ["--clip-grad", "0.25", "--lr", "0.1"] + (["--use-vit"] if vit else ["--use-simplenet"])
+    args = runner.get_args_parser().parse_args(argv)
+    runner.fill_defaults(args, embedded=True)
+    optimizer = runner.build_optimizer(args, model)
+    loss = 100 * model(torch.randn(16, 4)).square().sum()
+    loss.backward()
+    raw = torch.nn.utils.get_total_norm([p.grad for p in model.parameters()]).item()
+    optimizer.step()
+    clipped = torch.nn.utils.get_total_norm([p.grad for p in model.parameters()]).item()
+    assert raw > 0.25 and clipped == pytest.approx(0.25, rel=1e-4), \
+        f"gradient norm {raw:.3g} before the step, {clipped:.3g} after clipping (expected 0.25)"

@@ -1,19 +1,21 @@
 """Public tests of Part 3a, `PGDAttack` / `default_attack` in `student_code.py`.
 
 What is checked, on CPU and (when present) CUDA:
-- `perturb` equals a reference PGD loop written out below (`reference_pgd`), for the least-likely targeted
-  attack (`target=None`) and the untargeted one (`target=labels`), FGSM, several budgets and a random start
-  (same seed: the start must be the one draw `input + torch.empty_like(input).uniform_(-eps, eps)`).
-  float64: equal to 1e-10. float32: at most 1% of the elements may differ by more than 1e-5 (a different
-  but equivalent order of float32 operations can flip the sign of a near-zero gradient element).
-- a second oracle: torchattacks' `PGD` (skipped, visibly, when torchattacks is not installed).
+- `perturb` equals torchattacks' `PGD` run on the same model in pixel space with the per-channel budgets
+  that make the two attacks the same (see `test_pgd_matches_torchattacks`), for the least-likely targeted
+  attack (`target=None`) and the untargeted one (`target=labels`), FGSM and several budgets. float64:
+  equal to 1e-9. float32: at most 1% of the elements may differ by more than 1e-5 (a different but
+  equivalent order of float32 operations can flip the sign of a near-zero gradient element). These tests
+  need torchattacks (in requirements.txt); without it they are skipped, visibly.
+- the random start: random, reproducible under a seed, uniform in the epsilon ball, projected.
 - properties: every output within `epsilon` of the input and inside the valid image range; the attack goes
   the right way; a trained model's accuracy falls; PNG (8-bit) saving keeps the attack.
 - side effects: the model is left exactly as found (every module's mode, parameters, buffers such as the
   BatchNorm statistics, `.grad`, `requires_grad`), the input is untouched, the output is detached with the
   input's shape, dtype and device.
+The grader also compares your attack, seeded, with a PGD loop of its own (random start included).
 
-The helpers (`TinyBNNet`, `reference_pgd`, `snapshot_model`, ...) are reused by the other Part 3 tests.
+The helpers (`TinyBNNet`, `snapshot_model`, ...) are reused by the other Part 3 tests.
 
 Run: python -m pytest tests/test_attack.py
 """
@@ -166,36 +168,6 @@ def train_tiny_model(seed=0, steps=80, batch_size=32, step_fn=None):
     return model.eval(), (x_test, y_test)
 
 
-def reference_pgd(model, x0, target, num_steps, step_size, epsilon, random_start=False,
-                  loss_fn=nn.CrossEntropyLoss()):
-    """The PGD of the spec, written out (runs on a deep copy of `model` in eval mode).
-
-    `target=None`: labels = argmin of the clean logits, each step *descends* their loss. Otherwise the
-    labels are `target` and each step *ascends*. Start at `x0`, or with `random_start` at
-    `x0 + torch.empty_like(x0).uniform_(-epsilon, epsilon)` (one draw from the global RNG), projected. Each
-    step: `x + sign * step_size * sign(grad)`, then clamp to `[x0 - eps, x0 + eps]` and to the valid range.
-    """
-    model = copy.deepcopy(model).eval()
-    low, high = pixel_bounds(x0.dtype, x0.device)
-
-    def project(x):
-        return torch.minimum(torch.maximum(x, x0 - epsilon), x0 + epsilon).clamp(low, high)
-
-    if target is None:
-        with torch.no_grad():
-            labels, direction = model(x0).argmin(dim=1), -1.0
-    else:
-        labels, direction = target, 1.0
-    x = x0.clone()
-    if random_start:
-        x = project(x + torch.empty_like(x0).uniform_(-epsilon, epsilon))
-    for _ in range(num_steps):
-        x = x.detach().requires_grad_(True)
-        grad, = torch.autograd.grad(loss_fn(model(x), labels), x)
-        x = project(x.detach() + direction * step_size * grad.sign())
-    return x.detach()
-
-
 def snapshot_model(model):
     """Everything an attack must leave alone: modes, parameters and buffers, `.grad`, `requires_grad`."""
     return {
@@ -239,6 +211,15 @@ def assert_close_report(actual, expected, atol, what):
                           f"{(diff > atol).sum().item()} of {diff.numel()} elements differ"
 
 
+def assert_float32_attack_close(actual, expected, what):
+    """float32 attacks: at most 1% of the elements may differ by more than 1e-5 (an equivalent order of
+    float32 operations can flip the sign of a near-zero gradient element, moving that pixel by 2 steps)."""
+    diff = (actual - expected).abs()
+    frac = (diff > 1e-5).double().mean().item()
+    assert frac <= 0.01, f"{what}: {100 * frac:.2f}% of the elements differ by more than 1e-5 (allowed 1%), " \
+                         f"largest difference {diff.max().item():.3g}"
+
+
 def attack_success(model, x, y, adv):
     """Share of the samples that `model` classifies correctly on `x` but wrongly on `adv`."""
     with torch.no_grad():
@@ -279,81 +260,94 @@ def test_default_attack_budget():
     assert not getattr(attack, "random_start", False), "the default attack starts at the input (no random start)"
 
 
-@pytest.mark.parametrize("targeted", MODES)
-@pytest.mark.parametrize("budget", BUDGETS)
-@pytest.mark.parametrize("shape", SHAPES)
-def test_pgd_matches_reference_float64(device, shape, budget, targeted):
-    num_steps, step_size, epsilon, random_start = budget
-    model = make_model(seed=1, device=device)
-    x0 = random_images(shape, seed=2, device=device)
-    labels = None if targeted else torch.arange(shape[0], device=device) % 5
-    attack = student_code.PGDAttack(nn.CrossEntropyLoss(), num_steps=num_steps, step_size=step_size,
-                                    epsilon=epsilon, random_start=random_start)
-    torch.manual_seed(11)
-    adv = attack.perturb(model, x0, labels)
-    torch.manual_seed(11)
-    expected = reference_pgd(model, x0, labels, num_steps, step_size, epsilon, random_start)
-    hint = " (random start: draw exactly input + torch.empty_like(input).uniform_(-epsilon, epsilon), " \
-           "and nothing else from the RNG)" if random_start else ""
-    assert_close_report(adv, expected, 1e-10, f"PGD ({'least-likely' if targeted else 'untargeted'}) "
-                                             f"vs the reference loop, float64{hint}")
+def torchattacks_pgd(model, pixels, num_steps, step_size, epsilon, targeted):
+    """torchattacks' PGD made equal to the spec's, on `pixels (N, 3, H, W)` in [0, 1]; returns
+    `(x0, labels, oracle)`: the normalized input, the labels to give `perturb` (None when `targeted`) and
+    torchattacks' result, normalized.
 
-
-@pytest.mark.parametrize("targeted", MODES)
-@pytest.mark.parametrize("budget", BUDGETS)
-def test_pgd_matches_reference_float32(device, budget, targeted):
-    num_steps, step_size, epsilon, random_start = budget
-    model = make_model(seed=3, dtype=torch.float32, device=device)
-    x0 = random_images((8, 3, 16, 16), seed=4, dtype=torch.float32, device=device)
-    labels = None if targeted else torch.arange(8, device=device) % 5
-    attack = student_code.PGDAttack(nn.CrossEntropyLoss(), num_steps=num_steps, step_size=step_size,
-                                    epsilon=epsilon, random_start=random_start)
-    torch.manual_seed(12)
-    adv = attack.perturb(model, x0, labels)
-    torch.manual_seed(12)
-    expected = reference_pgd(model, x0, labels, num_steps, step_size, epsilon, random_start)
-    diff = (adv - expected).abs()
-    frac = (diff > 1e-5).double().mean().item()
-    assert frac <= 0.01, f"PGD vs the reference loop, float32: {100 * frac:.2f}% of the elements differ by more " \
-                         f"than 1e-5 (allowed 1%), largest difference {diff.max().item():.3g}"
-
-
-@pytest.mark.parametrize("targeted", MODES)
-@pytest.mark.parametrize("budget", [b for b in BUDGETS if not b.values[0][3]])
-def test_pgd_matches_torchattacks(device, budget, targeted):
-    """Second oracle: torchattacks' PGD works on pixels in [0, 1] with one scalar budget per tensor, we work
-    on normalized images. The two coincide when torchattacks gets the model `p -> model((p - mean) / std)`
-    and the per-channel pixel budgets `epsilon * std` and `step_size * std` (tensors of shape (1, 3, 1, 1)
-    broadcast through its arithmetic): a step of `step_size * std_c` in pixels is a step of `step_size` in
-    normalized units, the ball `|p - p0| <= epsilon * std_c` is `|x - x0| <= epsilon`, and its clamp to
-    [0, 1] is our valid range. Its gradient with respect to pixels is ours divided by std > 0: same sign.
-    The least-likely mode is its `set_mode_targeted_least_likely()` (the lowest logit among the classes
-    other than the prediction = the lowest logit; descent on CE = ascent on -CE). No random start (its
-    draw is in pixel units). float64, so rounding between the two spaces (1e-16) cannot flip a sign."""
-    torchattacks = pytest.importorskip("torchattacks", reason="pip install torchattacks for the second oracle")
-    num_steps, step_size, epsilon, _ = budget
-    model = make_model(seed=5, device=device).eval()
-    mean, std = channel_stats(torch.float64, device)
-    pixels = torch.randint(0, 256, (6, 3, 16, 16), generator=torch.Generator().manual_seed(6)).double() / 255
-    pixels = pixels.to(device)
+    torchattacks works on pixels in [0, 1] with one scalar budget per tensor, we work on normalized images.
+    The two coincide when torchattacks gets the model `p -> model((p - mean) / std)` and the per-channel
+    pixel budgets `epsilon * std` and `step_size * std` (tensors of shape (1, 3, 1, 1) broadcast through its
+    arithmetic): a step of `step_size * std_c` in pixels is a step of `step_size` in normalized units, the
+    ball `|p - p0| <= epsilon * std_c` is `|x - x0| <= epsilon`, and its clamp to [0, 1] is our valid range.
+    Its gradient with respect to pixels is ours divided by std > 0: same sign. The least-likely mode is its
+    `set_mode_targeted_least_likely()` (the lowest logit among the classes other than the prediction = the
+    lowest logit; descent on CE = ascent on -CE). No random start (its draw is in pixel units)."""
+    torchattacks = pytest.importorskip("torchattacks", reason="pip install torchattacks (requirements.txt): "
+                                                              "the PGD oracle")
+    mean, std = channel_stats(pixels.dtype, pixels.device)
     x0 = normalize(pixels)
-
-    pixel_model = PixelSpace(copy.deepcopy(model), mean, std)
-    pgd = torchattacks.PGD(pixel_model, eps=epsilon * std, alpha=step_size * std, steps=num_steps,
-                           random_start=False)
+    pgd = torchattacks.PGD(PixelSpace(copy.deepcopy(model).eval(), mean, std), eps=epsilon * std,
+                           alpha=step_size * std, steps=num_steps, random_start=False)
     with torch.no_grad():
-        pred = model(x0).argmax(1)
+        pred = model.eval()(x0).argmax(1)
     if targeted:
         pgd.set_mode_targeted_least_likely(quiet=True)
-        oracle = normalize(pgd(pixels, pred))  # labels = prediction, excluded from the least-likely search
-        labels = None
-    else:
-        labels = (pred + 1) % 5
-        oracle = normalize(pgd(pixels, labels))
+        return x0, None, normalize(pgd(pixels, pred))  # labels = prediction, excluded from the least-likely search
+    labels = (pred + 1) % 5
+    return x0, labels, normalize(pgd(pixels, labels))
+
+
+def random_pixels(shape, seed, dtype, device):
+    """8-bit images as floats in [0, 1] (so that the black and white bounds are reached exactly)."""
+    return (torch.randint(0, 256, shape, generator=torch.Generator().manual_seed(seed)).to(dtype) / 255).to(device)
+
+
+DETERMINISTIC_BUDGETS = [b for b in BUDGETS if not b.values[0][3]]
+
+
+@pytest.mark.parametrize("targeted", MODES)
+@pytest.mark.parametrize("budget", DETERMINISTIC_BUDGETS)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_pgd_matches_torchattacks(device, shape, budget, targeted):
+    """float64, so that rounding between the two spaces (1e-16) cannot flip the sign of a gradient element."""
+    num_steps, step_size, epsilon, _ = budget
+    model = make_model(seed=5, device=device).eval()
+    x0, labels, oracle = torchattacks_pgd(model, random_pixels(shape, 6, torch.float64, device), num_steps,
+                                          step_size, epsilon, targeted)
     attack = student_code.PGDAttack(nn.CrossEntropyLoss(), num_steps=num_steps, step_size=step_size,
                                     epsilon=epsilon)
     adv = attack.perturb(model, x0, labels)
-    assert_close_report(adv, oracle, 1e-9, f"PGD vs torchattacks.PGD ({'least-likely' if targeted else 'untargeted'})")
+    assert_close_report(adv, oracle, 1e-9, f"PGD vs torchattacks.PGD ({'least-likely' if targeted else 'untargeted'}), "
+                                           f"float64")
+
+
+@pytest.mark.parametrize("targeted", MODES)
+@pytest.mark.parametrize("budget", DETERMINISTIC_BUDGETS)
+def test_pgd_matches_torchattacks_float32(device, budget, targeted):
+    num_steps, step_size, epsilon, _ = budget
+    model = make_model(seed=3, dtype=torch.float32, device=device).eval()
+    x0, labels, oracle = torchattacks_pgd(model, random_pixels((8, 3, 16, 16), 4, torch.float32, device),
+                                          num_steps, step_size, epsilon, targeted)
+    attack = student_code.PGDAttack(nn.CrossEntropyLoss(), num_steps=num_steps, step_size=step_size,
+                                    epsilon=epsilon)
+    assert_float32_attack_close(attack.perturb(model, x0, labels), oracle, "PGD vs torchattacks.PGD, float32")
+
+
+def test_random_start_is_random_reproducible_and_projected(device):
+    """The start is `input + torch.empty_like(input).uniform_(-epsilon, epsilon)`, projected: one draw from
+    the global RNG (so a seed reproduces it), uniform in the ball (std epsilon / sqrt(3))."""
+    model = make_model(seed=50, dtype=torch.float32, device=device)
+    x0 = random_images((4, 3, 16, 16), seed=51, dtype=torch.float32, device=device)
+    x0[0] = normalize(torch.zeros(1, 3, 16, 16, device=device))[0]
+    attack = student_code.PGDAttack(nn.CrossEntropyLoss(), num_steps=0, step_size=0.01, epsilon=0.1,
+                                    random_start=True)
+    torch.manual_seed(1)
+    a = attack.perturb(model, x0)
+    torch.manual_seed(1)
+    b = attack.perturb(model, x0)
+    torch.manual_seed(2)
+    c = attack.perturb(model, x0)
+    assert torch.equal(a, b), "with the same seed the random start must be the same"
+    assert not torch.equal(a, c), "random_start=True must start at a random point (different seeds gave the same)"
+    low, high = pixel_bounds(torch.float32, device)
+    dist = (a - x0).abs().max().item()
+    assert dist <= 0.1 + 1e-6 and dist > 0.09, f"random start {dist:.4g} from the input: expected uniform in the " \
+                                               f"epsilon=0.1 ball"
+    assert (a >= low - 1e-6).all() and (a <= high + 1e-6).all(), "the random start must be projected to the range"
+    spread = (a[1:] - x0[1:]).std().item()
+    assert abs(spread - 0.1 / 3 ** 0.5) < 0.01, f"the random start should be uniform in [-eps, eps]: std " \
+                                                f"{spread:.4f}, expected {0.1 / 3 ** 0.5:.4f}"
 
 
 @pytest.mark.parametrize("targeted", MODES)

@@ -57,7 +57,7 @@ def make_case(n, c_in, c_out, h, w, k, with_bias, device, dtype, seed=0):
     return x, weight, bias
 
 
-def reference_conv(x, weight, bias, stride, padding, grad_output):
+def torch_conv(x, weight, bias, stride, padding, grad_output):
     """PyTorch's output and gradients `(out, grad_x, grad_w, grad_b or None)`."""
     with torch.no_grad():
         out = F.conv2d(x, weight, bias, stride, padding)
@@ -100,7 +100,7 @@ def check_config(n, c_in, c_out, h, w, k, stride, padding, with_bias, device, dt
     x, weight, bias = make_case(n, c_in, c_out, h, w, k, with_bias, device, dtype)
     grad_output = torch.randn(n, c_out, out_size(h, k, stride, padding), out_size(w, k, stride, padding),
                               dtype=dtype, device=device)
-    expected = reference_conv(x, weight, bias, stride, padding, grad_output)
+    expected = torch_conv(x, weight, bias, stride, padding, grad_output)
     try:
         actual = student_conv(x, weight, bias, stride, padding, grad_output)
     except Exception as exc:  # report the configuration, not just the traceback

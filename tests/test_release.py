@@ -164,6 +164,19 @@ def test_check_leaks_finds_an_answer_line_in_a_shipped_file(tmp_path):
     assert len(problems) == 1 and "test_leak.py:2" in problems[0], problems
 
 
+def test_written_out_oracles_in_public_tests_are_rejected(tmp_path):
+    import make_release
+
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_ok.py").write_text("def torch_conv(x):\n    return x\n")
+    (tmp_path / "tests" / "test_bad.py").write_text(
+        "class Helpers:\n    @staticmethod\n    def manual_step(m):\n        return m\n\n"
+        "def reference_pgd(m):\n    return m\n")
+    problems = make_release.written_out_oracles(str(tmp_path), ["tests/test_ok.py", "tests/test_bad.py"])
+    assert len(problems) == 1 and "tests/test_bad.py" in problems[0], problems
+    assert "manual_step, reference_pgd" in problems[0] and "tests/hidden/" in problems[0], problems
+
+
 def test_check_api_reports_signature_and_docstring_changes():
     ref = {"f": {"kind": "function", "signature": "(x, y=2)", "doc": "d"},
            "C": {"kind": "class", "signature": "()", "doc": "c", "bases": ["object"],

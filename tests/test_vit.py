@@ -55,7 +55,7 @@ def window_mask(Hp, Wp, window_size, device):
     return window_id[:, None] != window_id[None, :]
 
 
-def ref_attention(sd, prefix, x, num_heads, window_size):
+def torch_attention(sd, prefix, x, num_heads, window_size):
     """Attention of the block `prefix` on `x (B, H, W, C)`; windowed by masking when `window_size > 0`."""
     B, H, W, C = x.shape
     mask = None
@@ -72,22 +72,22 @@ def ref_attention(sd, prefix, x, num_heads, window_size):
     return out.transpose(0, 1).reshape(B, Hp, Wp, C)[:, :H, :W]  # (B, H, W, C)
 
 
-def ref_mlp(sd, prefix, x):
+def torch_mlp(sd, prefix, x):
     hidden = F.gelu(F.linear(x, sd[prefix + "mlp.fc1.weight"], sd[prefix + "mlp.fc1.bias"]))
     return F.linear(hidden, sd[prefix + "mlp.fc2.weight"], sd[prefix + "mlp.fc2.bias"])
 
 
-def ref_norm(sd, prefix, x):
+def torch_norm(sd, prefix, x):
     return F.layer_norm(x, x.shape[-1:], sd[prefix + "weight"], sd[prefix + "bias"], LN_EPS)
 
 
-def ref_block(sd, prefix, x, num_heads, window_size, keep=(1.0, 1.0)):
+def torch_block(sd, prefix, x, num_heads, window_size, keep=(1.0, 1.0)):
     """Pre-norm block; `keep` multiplies the two residual branches (1 in eval; 0 or 1/keep_prob in train)."""
-    x = x + keep[0] * ref_attention(sd, prefix, ref_norm(sd, prefix + "norm1.", x), num_heads, window_size)
-    return x + keep[1] * ref_mlp(sd, prefix, ref_norm(sd, prefix + "norm2.", x))
+    x = x + keep[0] * torch_attention(sd, prefix, torch_norm(sd, prefix + "norm1.", x), num_heads, window_size)
+    return x + keep[1] * torch_mlp(sd, prefix, torch_norm(sd, prefix + "norm2.", x))
 
 
-def ref_vit(sd, images, num_heads, window_sizes, patch_size):
+def torch_vit(sd, images, num_heads, window_sizes, patch_size):
     """The whole `SimpleViT` forward from its `state_dict`: `(N, 3, H, W)` -> `(N, num_classes)`."""
     x = F.conv2d(images, sd["patch_embed.proj.weight"], sd["patch_embed.proj.bias"], stride=patch_size)
     x = x.permute(0, 2, 3, 1)  # (N, h, w, C)
@@ -97,8 +97,8 @@ def ref_vit(sd, images, num_heads, window_sizes, patch_size):
             pos = F.interpolate(pos, size=x.shape[1:3], mode="bicubic", align_corners=False)
         x = x + pos.permute(0, 2, 3, 1)
     for i, ws in enumerate(window_sizes):
-        x = ref_block(sd, f"blocks.{i}.", x, num_heads, ws)
-    x = ref_norm(sd, "norm.", x).mean(dim=(1, 2))  # (N, C)
+        x = torch_block(sd, f"blocks.{i}.", x, num_heads, ws)
+    x = torch_norm(sd, "norm.", x).mean(dim=(1, 2))  # (N, C)
     return F.linear(x, sd["head.weight"], sd["head.bias"])
 
 
@@ -126,7 +126,7 @@ def make_block(dim, num_heads, window_size, device, drop_path=0.0):
 def test_global_block_matches_reference(device, dim, num_heads, H, W):
     block = make_block(dim, num_heads, 0, device).eval()
     x = torch.randn(2, H, W, dim, dtype=torch.float64, device=device)
-    expected = ref_block(block.state_dict(), "", x, num_heads, 0)
+    expected = torch_block(block.state_dict(), "", x, num_heads, 0)
     assert_close(block(x), expected, f"global TransformerBlock({dim}, {num_heads}) vs x + attn(norm1(x)), + mlp(...)")
 
 
@@ -135,9 +135,9 @@ def test_global_block_matches_reference(device, dim, num_heads, H, W):
 def test_windowed_block_matches_reference(device, H, W, ws):
     block = make_block(16, 2, ws, device).eval()
     x = torch.randn(2, H, W, 16, dtype=torch.float64, device=device)
-    expected = ref_block(block.state_dict(), "", x, 2, ws)
+    expected = torch_block(block.state_dict(), "", x, 2, ws)
     assert_close(block(x), expected, f"TransformerBlock(window_size={ws}) on a {H}x{W} grid vs windowed reference")
-    global_out = ref_block(block.state_dict(), "", x, 2, 0)
+    global_out = torch_block(block.state_dict(), "", x, 2, 0)
     assert (global_out - expected).abs().max() > 1e-3, "test set-up: windowed and global attention should differ"
 
 
@@ -165,12 +165,12 @@ def test_block_drop_path_per_sample_on_both_branches(device):
     x = torch.randn(48, H, W, 8, dtype=torch.float64, device=device)
     sd = block.state_dict()
     block.eval()
-    assert_close(block(x), ref_block(sd, "", x, 2, ws), "eval mode (no drop path)")
+    assert_close(block(x), torch_block(sd, "", x, 2, ws), "eval mode (no drop path)")
     block.train()
     out = block(x)
     scales = (0.0, 1.0 / (1.0 - drop))
     combos = [(a, m) for a in scales for m in scales]
-    refs = torch.stack([ref_block(sd, "", x, 2, ws, keep=c) for c in combos])  # (4, B, H, W, C)
+    refs = torch.stack([torch_block(sd, "", x, 2, ws, keep=c) for c in combos])  # (4, B, H, W, C)
     err = (refs - out).abs().flatten(2).amax(dim=2)  # (4, B)
     best, which = err.min(dim=0)
     assert best.max() < 1e-9, (f"sample {best.argmax().item()} matches none of the four drop/keep combinations "
@@ -243,7 +243,7 @@ def test_vit_matches_reference(device, config):
     images = torch.randn(2, 3, H, W, dtype=torch.float64, device=device)
     ws = kwargs.get("window_size", 4)
     windows = [ws if i in kwargs.get("window_block_indexes", (0, 2)) else 0 for i in range(kwargs.get("depth", 4))]
-    expected = ref_vit(model.state_dict(), images, kwargs.get("num_heads", 4), windows, kwargs.get("patch_size", 16))
+    expected = torch_vit(model.state_dict(), images, kwargs.get("num_heads", 4), windows, kwargs.get("patch_size", 16))
     assert_close(model(images), expected, f"SimpleViT({config}) logits vs the functional reference")
 
 

@@ -11,8 +11,8 @@ and reports success (exit 0) only after every check passed:
   1. the solution markers are well formed; the stub parses; no answer line or answer-only identifier
      survives; the text outside the markers is unchanged (see tools/release/verify.py for the rule);
   2. no answer leaks into another shipped file (tools/release/verify.py `check_leaks`); no staff file
-     ships; public tests that define written-out oracles (`reference_*`, `ref_*`, `manual_*`) are listed
-     as warnings for a human to judge;
+     ships; no public test defines a written-out oracle (a function named `reference_*`, `ref_*` or
+     `manual_*`: such oracles, a few lines from an answer, live in tests/hidden/);
   3. in fresh interpreters (run concurrently): the stub imports next to the given files, its globals,
      signatures and docstrings equal the reference's, every stub raises NotImplementedError naming its
      part; the public tests collect in the release, `main.py --help` runs there, and the release's own
@@ -103,23 +103,30 @@ def check_release_tree(release, shipped, reference, blocks):
         problems.append("release/README.md is not HANDOUT.md")
     others = [os.path.join(release, rel) for rel in shipped if rel != "student_code.py"]
     problems += verify.check_leaks(reference, blocks, others)
+    problems += written_out_oracles(release, shipped)
     return problems
 
 
-def oracle_warnings(release, shipped):
-    """Public tests that define written-out oracles (`reference_*`, `ref_*`, `manual_*` functions): they
-    ship to students, so they must not spell out a graded answer. Reported, not failed (a functional oracle
-    built from PyTorch ops is fine; a copy of the reference loop is not): a human decides."""
+ORACLE_PREFIXES = ("reference_", "ref_", "manual_")
+
+
+def written_out_oracles(release, shipped):
+    """Public tests that define written-out oracles (functions named `reference_*`, `ref_*`, `manual_*`,
+    at any depth). Those ship to students and sit a few lines from a graded answer, so they belong in
+    tests/hidden/ (e.g. tests/hidden/oracles.py); public tests compare with a library (PyTorch's own ops,
+    torchattacks, captum) or check properties. The names are the tripwire: a library-built oracle is named
+    after its library (`torch_conv`, `torch_vit`)."""
     out = []
     for rel in shipped:
         if not (rel.startswith("tests/") and rel.endswith(".py")):
             continue
         with open(os.path.join(release, rel), encoding="utf-8") as fh:
             tree = ast.parse(fh.read())
-        names = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)
-                 and n.name.startswith(("reference_", "ref_", "manual_"))]
+        names = sorted({n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+                        and n.name.startswith(ORACLE_PREFIXES)})
         if names:
-            out.append(f"{rel} ships written-out oracles: {', '.join(names)} (check they do not give answers away)")
+            out.append(f"{rel} (a public test) defines written-out oracles: {', '.join(names)}; move them to "
+                       f"tests/hidden/ or compare with a library op instead")
     return out
 
 
@@ -273,8 +280,6 @@ def build(out, grade_release=True, parts=None, timeout_scale=None):
         log(f"      {note}")
     log(f"[2/4] wrote {release} ({len(shipped)} files)")
     _fail_if(check_release_tree(release, shipped, reference, blocks), "the release tree")
-    for warning in oracle_warnings(release, shipped):
-        log(f"      warning: {warning}")
 
     with tempfile.TemporaryDirectory(prefix="make_release_") as tmp:
         problems, release_zip = check_release_runs(release, blocks, tmp)

@@ -4,7 +4,10 @@
   in eval mode; `model.train()` after crafting is wrong);
 - a frozen parameter stays frozen and unchanged, with `requires_grad` flags as found;
 - `round(adv_fraction * N)` for fractions other than 0, 0.5, 1;
-- adversarial training makes the tiny model measurably more robust than clean training.
+- adversarial training makes the tiny model measurably more robust than clean training;
+- a whole step (loss, output, every parameter and buffer afterwards: SGD with momentum and weight decay)
+  equal, in float64 to 1e-10, to the step written out in `oracles.manual_step`, with a spy attacker and
+  with PGD (crafted by `oracles.reference_pgd`).
 
 Run: python -m pytest tests/hidden/test_adv_training_hidden.py
 """
@@ -13,8 +16,10 @@ import torch
 import torch.nn as nn
 
 import student_code
-from test_adv_training import SpyAttacker, make_optimizer
-from test_attack import make_model, random_images, single_thread, train_tiny_model  # noqa: F401 (autouse)
+from oracles import manual_step, reference_pgd
+from test_adv_training import SpyAttacker, make_optimizer, run_step, spy_case
+from test_attack import assert_close_report, make_model, random_images, single_thread, \
+    train_tiny_model  # noqa: F401 (single_thread: autouse fixture)
 
 
 def test_mixed_modes_and_frozen_parameters_restored(device):
@@ -73,3 +78,34 @@ def test_adversarial_training_improves_robustness():
     assert adv_rob >= clean_rob + 0.15, \
         f"adversarial training should be measurably more robust: accuracy under PGD {adv_rob:.3f} " \
         f"(adversarial training) vs {clean_rob:.3f} (clean training)"
+
+
+def assert_same_training(model, loss, output, expected):
+    """Compare a stepped model and its `(loss, output)` with `manual_step`'s result."""
+    ref_model, ref_loss, ref_output = expected
+    assert_close_report(output, ref_output, 1e-10, "output of the training forward (on the mixed batch)")
+    assert_close_report(loss, ref_loss, 1e-10, "loss")
+    ref_state = ref_model.state_dict()
+    for key, value in model.state_dict().items():
+        hint = " (BatchNorm statistics: only the final training forward may update them; craft in eval " \
+               "mode)" if "running" in key or "num_batches" in key else ""
+        assert_close_report(value, ref_state[key], 1e-10, f"'{key}' after the step{hint}")
+
+
+@pytest.mark.parametrize("adv_fraction, n_adv", [(1.0, 8), (0.5, 4), (0.0, 0)])
+def test_whole_step_with_spy_attacker(device, adv_fraction, n_adv):
+    model, x, y = spy_case(device)
+    expected = manual_step(model, x, y, n_adv, lambda m, xa, ya: SpyAttacker.shift(xa), 33, make_optimizer)
+    loss, output = run_step(model, x, y, SpyAttacker(), adv_fraction, seed=33)
+    assert_same_training(model, loss, output, expected)
+
+
+def test_whole_step_with_pgd(device):
+    model = make_model(seed=34, device=device)
+    x = random_images((6, 3, 16, 16), seed=35, device=device)
+    y = torch.tensor([0, 1, 2, 3, 4, 0], device=device)
+    attacker = student_code.PGDAttack(nn.CrossEntropyLoss(), num_steps=3, step_size=0.02, epsilon=0.05)
+    expected = manual_step(model, x, y, 6, lambda m, xa, ya: reference_pgd(m, xa, ya, 3, 0.02, 0.05), 36,
+                           make_optimizer)
+    loss, output = run_step(model, x, y, attacker, 1.0, seed=36)
+    assert_same_training(model, loss, output, expected)

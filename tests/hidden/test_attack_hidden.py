@@ -3,9 +3,10 @@
 - the budget read from the attributes when `perturb` runs (the runner sets them after construction);
 - `loss_fn` actually used (label smoothing, a margin loss), not a hard-coded cross-entropy;
 - zero steps, zero budget, a batch of one, a channels-last input, repeated calls without hidden state;
-- the random start: used (two seeds differ), reproducible (same seed), inside the ball and the range;
+- the seeded reference loop (`oracles.reference_pgd`, random start included) over the public budgets and
+  shapes, float64 (1e-10) and float32 (at most 1% of the elements off by more than 1e-5);
 - the torchattacks oracle on more shapes.
-Every comparison is float64 against `reference_pgd` of the public tests, tolerance 1e-10.
+Unless stated, every comparison is float64 against `oracles.reference_pgd`, tolerance 1e-10.
 
 Run: python -m pytest tests/hidden/test_attack_hidden.py
 """
@@ -14,10 +15,9 @@ import torch
 import torch.nn as nn
 
 import student_code
-from test_attack import PixelSpace, assert_close_report, channel_stats, make_model, normalize, pixel_bounds, \
-    random_images, reference_pgd, single_thread  # noqa: F401 (single_thread: autouse fixture)
-
-MODES = [pytest.param(True, id="least-likely"), pytest.param(False, id="untargeted")]
+from oracles import reference_pgd
+from test_attack import BUDGETS, MODES, SHAPES, assert_close_report, assert_float32_attack_close, make_model, \
+    random_images, random_pixels, single_thread, torchattacks_pgd  # noqa: F401 (single_thread: autouse fixture)
 
 
 def labels_for(targeted, n, device):
@@ -87,40 +87,45 @@ def test_batch_of_one_and_channels_last(device, targeted):
     assert torch.equal(adv, again), "two identical calls must give the same result (no state kept between calls)"
 
 
-def test_random_start_is_random_reproducible_and_projected(device):
-    model = make_model(seed=50, dtype=torch.float32, device=device)
-    x0 = random_images((4, 3, 16, 16), seed=51, dtype=torch.float32, device=device)
-    x0[0] = normalize(torch.zeros(1, 3, 16, 16, device=device))[0]
-    attack = student_code.PGDAttack(nn.CrossEntropyLoss(), num_steps=0, step_size=0.01, epsilon=0.1,
-                                    random_start=True)
-    torch.manual_seed(1)
-    a = attack.perturb(model, x0)
-    torch.manual_seed(1)
-    b = attack.perturb(model, x0)
-    torch.manual_seed(2)
-    c = attack.perturb(model, x0)
-    assert torch.equal(a, b), "with the same seed the random start must be the same"
-    assert not torch.equal(a, c), "random_start=True must start at a random point (different seeds gave the same)"
-    low, high = pixel_bounds(torch.float32, device)
-    dist = (a - x0).abs().max().item()
-    assert dist <= 0.1 + 1e-6 and dist > 0.09, f"random start {dist:.4g} from the input: expected uniform in the " \
-                                               f"epsilon=0.1 ball"
-    assert (a >= low - 1e-6).all() and (a <= high + 1e-6).all(), "the random start must be projected to the range"
-    spread = (a[1:] - x0[1:]).std().item()
-    assert abs(spread - 0.1 / 3 ** 0.5) < 0.01, f"the random start should be uniform in [-eps, eps]: std " \
-                                                f"{spread:.4f}, expected {0.1 / 3 ** 0.5:.4f}"
-
-
 @pytest.mark.parametrize("shape", [(1, 3, 12, 20), (5, 3, 8, 8)], ids=["1x3x12x20", "5x3x8x8"])
-def test_matches_torchattacks_more_shapes(device, shape):
-    torchattacks = pytest.importorskip("torchattacks")
+@pytest.mark.parametrize("targeted", MODES)
+def test_matches_torchattacks_more_shapes(device, shape, targeted):
     model = make_model(seed=52, device=device).eval()
-    mean, std = channel_stats(torch.float64, device)
-    pixels = (torch.randint(0, 256, shape, generator=torch.Generator().manual_seed(53)).double() / 255).to(device)
-    labels = torch.arange(shape[0], device=device) % 5
-    pgd = torchattacks.PGD(PixelSpace(model, mean, std), eps=0.08 * std, alpha=0.015 * std, steps=7,
-                           random_start=False)
-    oracle = normalize(pgd(pixels, labels))
+    x0, labels, oracle = torchattacks_pgd(model, random_pixels(shape, 53, torch.float64, device), 7, 0.015, 0.08,
+                                          targeted)
     adv = student_code.PGDAttack(nn.CrossEntropyLoss(), num_steps=7, step_size=0.015, epsilon=0.08).perturb(
-        model, normalize(pixels), labels)
-    assert_close_report(adv, oracle, 1e-9, "PGD vs torchattacks.PGD (untargeted)")
+        model, x0, labels)
+    assert_close_report(adv, oracle, 1e-9, "PGD vs torchattacks.PGD")
+
+
+def attack_and_reference(model, x0, labels, budget, seed):
+    """`(student's PGD, oracles.reference_pgd)` on the same input, each run right after seeding `seed`."""
+    num_steps, step_size, epsilon, random_start = budget
+    attack = student_code.PGDAttack(nn.CrossEntropyLoss(), num_steps=num_steps, step_size=step_size,
+                                    epsilon=epsilon, random_start=random_start)
+    torch.manual_seed(seed)
+    adv = attack.perturb(model, x0, labels)
+    torch.manual_seed(seed)
+    return adv, reference_pgd(model, x0, labels, num_steps, step_size, epsilon, random_start)
+
+
+@pytest.mark.parametrize("targeted", MODES)
+@pytest.mark.parametrize("budget", BUDGETS)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_pgd_matches_reference_float64(device, shape, budget, targeted):
+    model = make_model(seed=1, device=device)
+    x0 = random_images(shape, seed=2, device=device)
+    adv, expected = attack_and_reference(model, x0, labels_for(targeted, shape[0], device), budget, seed=11)
+    hint = " (random start: draw exactly input + torch.empty_like(input).uniform_(-epsilon, epsilon), " \
+           "and nothing else from the RNG)" if budget[3] else ""
+    assert_close_report(adv, expected, 1e-10, f"PGD ({'least-likely' if targeted else 'untargeted'}) "
+                                             f"vs the reference loop, float64{hint}")
+
+
+@pytest.mark.parametrize("targeted", MODES)
+@pytest.mark.parametrize("budget", BUDGETS)
+def test_pgd_matches_reference_float32(device, budget, targeted):
+    model = make_model(seed=3, dtype=torch.float32, device=device)
+    x0 = random_images((8, 3, 16, 16), seed=4, dtype=torch.float32, device=device)
+    adv, expected = attack_and_reference(model, x0, labels_for(targeted, 8, device), budget, seed=12)
+    assert_float32_attack_close(adv, expected, "PGD vs the reference loop, float32")

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 import student_code
 from forbidden import CONV_OPS, forbid_aten
 from test_conv import _one_cpu_thread, check_config, compare, make_case, out_size, \
-    reference_conv  # noqa: F401 (_one_cpu_thread is an autouse fixture)
+    torch_conv  # noqa: F401 (_one_cpu_thread is an autouse fixture)
 
 # (N, C_in, C_out, H, W, K, stride, padding, bias)
 WIDE_CASES = [
@@ -83,7 +83,7 @@ def test_non_contiguous_tensors(device, case, layout):
         assert not weight.is_contiguous()
     out_ref = F.conv2d(x, weight, bias, stride, padding)
     grad_output = torch.randn_like(out_ref).to(memory_format=torch.channels_last)  # non-contiguous too
-    expected = reference_conv(x, weight, bias, stride, padding, grad_output)
+    expected = torch_conv(x, weight, bias, stride, padding, grad_output)
     out = student_code.custom_conv2d(x, weight, bias, stride, padding)
     got = (out.detach(),) + torch.autograd.grad(out, (x, weight, bias), grad_output)
     problems = [compare(name, a, e, torch.float64)
@@ -99,7 +99,7 @@ def test_some_inputs_without_grad(device, needs):
     x, weight, bias = make_case(2, 3, 4, 9, 10, 3, True, device, torch.float64, seed=5)
     tensors = [t.detach().requires_grad_(r) for t, r in zip((x, weight, bias), needs)]
     grad_output = torch.randn(2, 4, 5, 5, dtype=torch.float64, device=device)
-    expected = reference_conv(*tensors, 2, 1, grad_output)[1:]
+    expected = torch_conv(*tensors, 2, 1, grad_output)[1:]
     out = student_code.custom_conv2d(*tensors, 2, 1)
     assert out.requires_grad
     wanted = [t for t in tensors if t.requires_grad]

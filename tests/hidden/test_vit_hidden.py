@@ -28,7 +28,7 @@ from custom_blocks import DropPath, attention_maps, attention_probabilities, dro
     window_partition, window_unpartition
 from forbidden import ATTENTION_OPS, ATTENTION_PY, forbid_aten, forbid_python
 from test_vit import assert_close, expected_state_dict_shapes, expected_vit_parameter_count, make_block, \
-    randomize_, ref_vit
+    randomize_, torch_vit
 
 
 def manual_block(block, x):
@@ -108,7 +108,7 @@ def test_vit_matches_reference_more_configs(device, config):
     ws = kwargs.get("window_size", 4)
     windows = [ws if i in kwargs.get("window_block_indexes", (0, 2)) else 0 for i in range(kwargs.get("depth", 4))]
     assert [b.window_size for b in model.blocks] == windows
-    expected = ref_vit(model.state_dict(), images, kwargs.get("num_heads", 4), windows, kwargs.get("patch_size", 16))
+    expected = torch_vit(model.state_dict(), images, kwargs.get("num_heads", 4), windows, kwargs.get("patch_size", 16))
     assert_close(model(images), expected, f"SimpleViT({config}) vs the functional reference")
 
 
@@ -160,7 +160,7 @@ def test_vit_stochastic_only_in_train_mode(device):
     model.eval()
     assert torch.equal(model(images), model(images)), "eval-mode outputs must be deterministic"
     windows = [2 if i in (0, 2) else 0 for i in range(3)]
-    assert_close(model(images), ref_vit(model.state_dict(), images, 2, windows, 8), "eval mode vs reference")
+    assert_close(model(images), torch_vit(model.state_dict(), images, 2, windows, 8), "eval mode vs reference")
     model = student_code.SimpleViT(img_size=32, num_classes=4, patch_size=8, embed_dim=16, num_heads=2,
                                    drop_path_rate=0.0).to(device)
     images = images.float()

@@ -9,15 +9,10 @@ whole suite reaches a kill rate of at least 95 %.
 Run: python -m pytest tests/test_mutants.py            (slow tier: add -m slow)
 """
 import ast
-import os
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOOLS = os.path.join(ROOT, "tools")
-if TOOLS not in sys.path:
-    sys.path.insert(0, TOOLS)
+from _staff import ROOT, reference_source, slow_selected  # noqa: F401 (slow_selected: a fixture)
 
 import mutants  # noqa: E402
 from release import grade, markers, mutate  # noqa: E402
@@ -25,19 +20,6 @@ from release.mutant_list import MUTANTS, Mutant  # noqa: E402
 
 REPRESENTATIVE = ("attn_softmax_wrong_axis", "attn_head_merge_order", "advtrain_two_steps",
                   "advtrain_fraction_ignored")
-
-
-@pytest.fixture
-def slow_selected(request):
-    """Slow staff checks run only when asked for with `-m slow`; a plain `pytest` skips them visibly."""
-    if "slow" not in (request.config.getoption("markexpr") or "") or \
-            "not slow" in request.config.getoption("markexpr"):
-        pytest.skip("slow staff check (minutes): run with `python -m pytest -m slow`")
-
-
-def reference_source():
-    with open(os.path.join(ROOT, "student_code.py"), encoding="utf-8") as fh:
-        return fh.read()
 
 
 def test_suite_is_large_distinct_and_covers_every_part():

@@ -16,10 +16,7 @@ import zipfile
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOOLS = os.path.join(ROOT, "tools")
-if TOOLS not in sys.path:
-    sys.path.insert(0, TOOLS)
+from _staff import ROOT, TOOLS, reference_source, slow_selected  # noqa: F401 (slow_selected: a fixture)
 
 from release import files, grade, markers, verify  # noqa: E402
 
@@ -60,19 +57,6 @@ class C:
         return hidden_answer
         # END SOLUTION
 '''
-
-
-@pytest.fixture
-def slow_selected(request):
-    """Slow staff checks run only when asked for with `-m slow`; a plain `pytest` skips them visibly."""
-    if "slow" not in (request.config.getoption("markexpr") or "") or \
-            "not slow" in request.config.getoption("markexpr"):
-        pytest.skip("slow staff check (minutes): run with `python -m pytest -m slow`")
-
-
-def reference_source():
-    with open(os.path.join(ROOT, "student_code.py"), encoding="utf-8") as fh:
-        return fh.read()
 
 
 # ----------------------------------------------------------------------------------------- stripping rules

@@ -17,21 +17,12 @@ import zipfile
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOOLS = os.path.join(ROOT, "tools")
-for path in (ROOT, TOOLS):
-    if path not in sys.path:
-        sys.path.insert(0, path)
+from _staff import ROOT, TOOLS, reference_source
 
 import zip_submission  # noqa: E402
 from release import grade  # noqa: E402
 
 GIVEN = ("custom_blocks.py", "custom_augment.py", "custom_dataloader.py")
-
-
-def reference_source():
-    with open(os.path.join(ROOT, "student_code.py"), encoding="utf-8") as fh:
-        return fh.read()
 
 
 @pytest.fixture

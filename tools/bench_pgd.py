@@ -28,22 +28,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 import custom_augment  # noqa: E402
 import student_code  # noqa: E402
-
-
-class PixelSpace(nn.Module):
-    """`p (N, 3, H, W)` pixels in [0, 1] -> `model((p - mean) / std)`."""
-
-    def __init__(self, model, mean, std):
-        super().__init__()
-        self.model = model
-        self.register_buffer("mean", mean)
-        self.register_buffer("std", std)
-
-    def forward(self, p):
-        return self.model((p - self.mean) / self.std)
+from test_attack import PixelSpace  # noqa: E402 (the pixel-space wrapper the torchattacks oracle test uses)
 
 
 def _sync(device):

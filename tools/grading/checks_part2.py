@@ -74,6 +74,22 @@ def expected_2a(ref, inp):
     return {"cases": out}
 
 
+def _mismatches(r, e, err, input_grad_name):
+    """`[(key, message)]` for each of a case's results (`out`, `gx`, `grads`) that is missing or differs
+    from the expected one `e`; `err` is the case's exception text, if it raised."""
+    out = []
+    for key, what in (("out", "output"), ("gx", input_grad_name), ("grads", "parameter gradients")):
+        if key not in r:
+            ok, msg = False, (f"raised {err}" if err else f"{what} missing")
+        elif key == "grads":
+            ok, msg = close_dict(r[key], e[key], "gradient")
+        else:
+            ok, msg = close(r[key], e[key], what=what)
+        if not ok:
+            out.append((key, msg))
+    return out
+
+
 def score_2a(inp, exp, out, findings):
     grade = ItemGrade("2a")
     for f in findings:
@@ -90,15 +106,8 @@ def score_2a(inp, exp, out, findings):
         err = case_error(r)
         r = r if isinstance(r, dict) else {}
         text = _attn_text(case)
-        for key, what in (("out", "output"), ("gx", "gradient of x"), ("grads", "parameter gradients")):
-            if key not in r:
-                ok, msg = False, (f"raised {err}" if err else f"{what} missing")
-            elif key == "grads":
-                ok, msg = close_dict(r[key], e[key], "gradient")
-            else:
-                ok, msg = close(r[key], e[key], what=what)
-            if not ok:
-                fails[key].append(f"{msg} for {text}")
+        for key, msg in _mismatches(r, e, err, "gradient of x"):
+            fails[key].append(f"{msg} for {text}")
     n = len(ATTN_CASES)
     grade.add("output matches softmax(QK^T * scale)V attention (reference: F.scaled_dot_product_attention)", 1.0,
               not fails["out"], summarize(fails["out"], n, "cases"))
@@ -213,16 +222,9 @@ def _pass_failures(results, expected, cases):
         if public and "dim" in kwargs:
             text = (f"TransformerBlock(dim={kwargs['dim']}, num_heads={kwargs['num_heads']}, window_size="
                     f"{kwargs['window_size']}), x of shape {shape}")
-        for key, what in (("out", "output"), ("gx", "gradient of the input"), ("grads", "parameter gradients")):
-            if key not in r:
-                ok, msg = False, (f"raised {err}" if err else f"{what} missing")
-            elif key == "grads":
-                ok, msg = close_dict(r[key], e[key], "gradient")
-            else:
-                ok, msg = close(r[key], e[key], what=what)
-            if not ok:
-                fails.append(f"{msg} for {text}")
-                break
+        mismatches = _mismatches(r, e, err, "gradient of the input")
+        if mismatches:
+            fails.append(f"{mismatches[0][1]} for {text}")
     return fails
 
 

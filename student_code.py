@@ -67,7 +67,7 @@ def _im2col(x, kernel_size, stride, padding):
     2-3x faster than `F.unfold` on CPU, and a 1x1 kernel at stride 1 costs no copy at all (a view of `x`).
     """
     N, C = x.shape[:2]
-    if padding > 0:
+    if padding != 0:  # a negative padding crops (the input gradient's full correlation uses it)
         x = F.pad(x, (padding, padding, padding, padding))  # (N, C, H + 2p, W + 2p)
     windows = x.unfold(2, kernel_size, stride).unfold(3, kernel_size, stride)  # (N, C, H_out, W_out, K, K)
     H_out, W_out = windows.shape[2:4]
@@ -146,7 +146,15 @@ class CustomConv2DFunction(Function):
         N, C_out, H_out, W_out = grad_output.shape
         C_in, K = weight.shape[1], weight.shape[3]
         grad_out3d = grad_output.reshape(N, C_out, H_out * W_out)  # (N, C_out, L)
-        if ctx.needs_input_grad[0]:
+        if ctx.needs_input_grad[0] and stride == 1 and K > 1 and C_out <= C_in:
+            # stride 1: d input is the full correlation of d out with the flipped kernel, i.e. the forward
+            # computation again (im2col of d out padded by K-1-padding, cropped where that is negative, and
+            # one matrix product); no col2im, and its column matrix is no larger than d cols (C_out <= C_in)
+            w_flip = weight.flip(2, 3).transpose(0, 1).reshape(C_in, -1)  # (C_in, C_out*K*K)
+            grad_out_cols = _im2col(grad_output, K, 1, K - 1 - padding)  # (N, C_out*K*K, H*W)
+            grad_input = torch.matmul(w_flip, grad_out_cols).view(N, C_in, H, W)
+            del grad_out_cols  # free it before unfolding again below
+        elif ctx.needs_input_grad[0]:
             # d cols = W^T @ d out, then col2im sums every patch back onto the pixels it came from
             w2d_t = weight.reshape(C_out, -1).t().expand(N, -1, -1)  # (N, C_in*K*K, C_out), a view
             grad_cols = torch.bmm(w2d_t, grad_out3d)  # (N, C_in*K*K, L), contiguous as F.fold wants it

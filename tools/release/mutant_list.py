@@ -61,6 +61,12 @@ MUTANTS = (
     Mutant("conv_bias_grad_wrong_axis", "1a", "CustomConv2DFunction.backward",
            "grad_bias = grad_out3d.sum(dim=(0, 2))", "grad_bias = grad_out3d.mean(dim=2).sum(0)",
            "bias gradient averaged over positions"),
+    Mutant("conv_grad_input_kernel_not_flipped", "1a", "CustomConv2DFunction.backward",
+           "w_flip = weight.flip(2, 3).transpose(0, 1)", "w_flip = weight.transpose(0, 1)",
+           "stride-1 input gradient correlates with the kernel instead of the flipped kernel"),
+    Mutant("conv_grad_input_channels_mixed", "1a", "CustomConv2DFunction.backward",
+           "weight.flip(2, 3).transpose(0, 1).reshape(C_in, -1)", "weight.flip(2, 3).reshape(C_in, -1)",
+           "stride-1 input gradient with the kernel's in/out channels not swapped (reshape, no transpose)"),
     # ------------------------------------------------------------------ Part 1b-iii: the default CNN
     Mutant("cnn_over_parameter_budget", "1b-iii", "<module>",
            "widths=(32, 64, 128, 256)", "widths=(64, 128, 256, 512)",

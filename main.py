@@ -349,10 +349,10 @@ def build_optimizer(args, model):
     if args.clip_grad > 0:
         params = [p for p in model.parameters() if p.requires_grad]
 
-        def clip(optimizer, args_, kwargs_):  # a step pre-hook must return None (or new arguments)
+        def clip_before_step(opt, step_args, step_kwargs):  # returns None: a pre-hook's value replaces the args
             torch.nn.utils.clip_grad_norm_(params, args.clip_grad)
 
-        optimizer.register_step_pre_hook(clip)
+        optimizer.register_step_pre_hook(clip_before_step)
     return optimizer
 
 

@@ -64,10 +64,11 @@ def _im2col(x, kernel_size, stride, padding):
     """Unfold `x (N, C, H, W)` into the patch matrix `(N, C*K*K, H_out*W_out)` (what `F.unfold` returns).
 
     Sliding windows are taken as a strided view (`Tensor.unfold`) and copied once by `reshape`; this is
-    2-3x faster than `F.unfold` on CPU, and a 1x1 kernel at stride 1 costs no copy at all (a view of `x`).
+    1.4-1.8x faster than `F.unfold` on CPU at SimpleNet's layer shapes, and a 1x1 kernel at stride 1 costs
+    no copy at all (a view of `x`). A negative `padding` crops instead.
     """
     N, C = x.shape[:2]
-    if padding != 0:  # a negative padding crops (the input gradient's full correlation uses it)
+    if padding != 0:  # negative: F.pad crops (the stride-1 input gradient uses it)
         x = F.pad(x, (padding, padding, padding, padding))  # (N, C, H + 2p, W + 2p)
     windows = x.unfold(2, kernel_size, stride).unfold(3, kernel_size, stride)  # (N, C, H_out, W_out, K, K)
     H_out, W_out = windows.shape[2:4]

@@ -277,10 +277,11 @@ def torchattacks_pgd(model, pixels, num_steps, step_size, epsilon, targeted):
                                                               "the PGD oracle")
     mean, std = channel_stats(pixels.dtype, pixels.device)
     x0 = normalize(pixels)
-    pgd = torchattacks.PGD(PixelSpace(copy.deepcopy(model).eval(), mean, std), eps=epsilon * std,
-                           alpha=step_size * std, steps=num_steps, random_start=False)
+    frozen = copy.deepcopy(model).eval()  # the caller's model is left as it is (its mode included)
+    pgd = torchattacks.PGD(PixelSpace(frozen, mean, std), eps=epsilon * std, alpha=step_size * std,
+                           steps=num_steps, random_start=False)
     with torch.no_grad():
-        pred = model.eval()(x0).argmax(1)
+        pred = frozen(x0).argmax(1)
     if targeted:
         pgd.set_mode_targeted_least_likely(quiet=True)
         return x0, None, normalize(pgd(pixels, pred))  # labels = prediction, excluded from the least-likely search

@@ -27,7 +27,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-import torch.nn.functional as F
 
 EMBEDDED_EPOCHS = 16  # the demo's budget on the embedded dataset (about 3.5 minutes on 2 CPU cores)
 EMBEDDED_IMG_SIZE = 64  # the demo trains on 64x64 crops of the 128x128 synthetic images

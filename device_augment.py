@@ -189,7 +189,8 @@ def val_transform(images, size, mean, std, memory_format=torch.contiguous_format
     if (H, W) != (size, size):
         s = size / min(H, W)
         nh, nw = max(1, round(H * s)), max(1, round(W * s))
-        x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=s < 1)
+        zero, full = torch.zeros(B, dtype=torch.long), torch.ones(B, dtype=torch.long)
+        x = crop_resize(x, zero, zero, full * W, full * H, (nw, nh)).round_().clamp_(0, 255)  # Scale's rule
         top, left = (nh - size) // 2, (nw - size) // 2
-        x = x[:, :, top:top + size, left:left + size].round_().clamp_(0, 255)
+        x = x[:, :, top:top + size, left:left + size]
     return normalize(x.div_(255.0), mean, std).contiguous(memory_format=memory_format)

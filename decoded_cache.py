@@ -213,13 +213,16 @@ class DecodedSplit(Dataset):
             img = self.transforms(img)
         return img, int(self.labels[index])
 
-    def as_tensor(self, device=None, pin=False):
-        """The whole split as a ``(N, S, S, 3)`` uint8 tensor on ``device`` (pinned host memory with
-        ``pin``)."""
-        t = torch.from_numpy(np.ascontiguousarray(self.images))
-        if pin:
-            t = t.pin_memory()
-        return t if device is None else t.to(device, non_blocking=True)
+    def as_tensor(self, device="cpu", chunk=4096):
+        """The whole split as one ``(N, S, S, 3)`` uint8 tensor on ``device``, copied from the map in
+        chunks of ``chunk`` images (no second full host copy on the way to a GPU)."""
+        out = torch.empty(self.images.shape, dtype=torch.uint8, device=device)
+        for s in range(0, len(self), chunk):
+            block = torch.from_numpy(np.array(self.images[s:s + chunk]))  # (chunk, S, S, 3), writable copy
+            out[s:s + chunk].copy_(block.pin_memory() if out.is_cuda else block, non_blocking=out.is_cuda)
+        if out.is_cuda:
+            torch.cuda.current_stream(out.device).synchronize()  # the pinned blocks must outlive the copies
+        return out
 
 
 def main(argv=None):

@@ -115,6 +115,9 @@ def make_cached_loaders(args, root, need_train, train_pipeline, val_pipeline):
     import decoded_cache
     import device_augment
 
+    augment = None
+    if args.gpu_augment and need_train:  # refuse an unsupported pipeline before decoding anything
+        augment = device_augment.DeviceAugment.from_pipeline(train_pipeline)
     build_workers = max(1, args.workers) if args.workers else 0
     size = getattr(args, "cache_size", None) or 128
     train_set = None
@@ -147,7 +150,6 @@ def make_cached_loaders(args, root, need_train, train_pipeline, val_pipeline):
     else:
         fmt = memory_format(args)
         if train_set is not None:
-            augment = device_augment.DeviceAugment.from_pipeline(train_pipeline)
             train_loader = DeviceBatchLoader(
                 train_set.as_tensor(args.device), torch.from_numpy(train_set.labels).to(args.device),
                 args.batch_size, sampler=train_sampler(train_set), generator=generator, augment=augment,

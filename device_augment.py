@@ -69,13 +69,15 @@ def crop_resize(x, left, top, cw, ch, out_wh):
     from torchvision.ops import roi_align
 
     out_w, out_h = out_wh
-    boxes = torch.stack([torch.arange(x.shape[0]), left, top, left + cw, top + ch], 1).to(x.device, x.dtype)
-    strong = ((2 * out_w <= cw) | (2 * out_h <= ch)).to(x.device)  # (B,)
+    boxes = torch.stack([torch.arange(x.shape[0]), left, top, left + cw, top + ch], 1).to(x.dtype)  # (B, 5) CPU
+    strong = (2 * out_w <= cw) | (2 * out_h <= ch)  # (B,) CPU: choosing the groups costs no device sync
     out = x.new_empty(x.shape[0], x.shape[1], out_h, out_w)
     for mask, ratio in ((~strong, 1), (strong, -1)):
         if mask.any():
-            out[mask] = roi_align(x, boxes[mask], (out_h, out_w), spatial_scale=1.0, sampling_ratio=ratio,
-                                  aligned=True)
+            rows = mask.nonzero()[:, 0]
+            part = roi_align(x, boxes[rows].to(x.device), (out_h, out_w), spatial_scale=1.0, sampling_ratio=ratio,
+                             aligned=True)
+            out.index_copy_(0, rows.to(x.device), part)
     return out
 
 

@@ -120,6 +120,10 @@ def make_cached_loaders(args, root, need_train, train_pipeline, val_pipeline):
         augment = device_augment.DeviceAugment.from_pipeline(train_pipeline)
     build_workers = max(1, args.workers) if args.workers else 0
     size = getattr(args, "cache_size", None) or 128
+    builder = getattr(args, "local_rank", 0) == 0  # under DDP, local rank 0 builds while the others wait
+    wait = args.distributed and torch.distributed.is_available() and torch.distributed.is_initialized()
+    if wait and not builder:
+        torch.distributed.barrier()
     train_set = None
     if need_train:
         train_set = decoded_cache.DecodedSplit(root, "train", size=size, transforms=train_pipeline,
@@ -127,6 +131,8 @@ def make_cached_loaders(args, root, need_train, train_pipeline, val_pipeline):
     num_classes = train_set.num_classes if train_set is not None else None
     val_set = decoded_cache.DecodedSplit(root, "val", size=size, transforms=val_pipeline, num_classes=num_classes,
                                          workers=build_workers, verbose=args.rank == 0)
+    if wait and builder:
+        torch.distributed.barrier()
     num_classes = val_set.num_classes
     val_indices = list(range(args.rank, len(val_set), args.world_size))
     generator = torch.Generator().manual_seed(args.seed)

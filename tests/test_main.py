@@ -446,3 +446,19 @@ def test_gpu_augment_refuses_a_pipeline_it_cannot_run(tiny, kit_cache, tmp_path,
     code, _, err = run_cli([tiny, "--epochs", "1", "--gpu-augment", "--log-dir", str(tmp_path / "logs")] + FAST,
                            capsys)
     assert code == 2 and err.startswith("error:") and "--gpu-augment" in err and "OpenCV path" in err, err
+
+
+def test_torchrun_two_processes_with_the_decoded_cache(tiny, tmp_path):
+    """DDP with --gpu-augment on CPU: local rank 0 builds the cache while the other waits (one entry per
+    split), each rank trains on its shard (see test_decoded_cache.py), rank 0 alone writes the run folder."""
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    cmd = [torchrun, "--standalone", "--nproc_per_node=2", os.path.join(ROOT, "main.py"), tiny, "--gpu", "-1",
+           "--epochs", "1", "--log-dir", str(tmp_path / "logs"), "--gpu-augment"] + FAST[:-2]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MINIPLACES_KIT_CACHE=str(tmp_path / "cache"))
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "x2 processes" in res.stdout and res.stdout.count("******Acc@1") == 1, res.stdout
+    metas = glob.glob(str(tmp_path / "cache" / "decoded" / "*.json"))
+    assert len(metas) == 2, f"expected one cache entry per split, got {metas}"
+    [run] = run_folders(tmp_path / "logs")
+    assert os.path.isfile(os.path.join(run, "checkpoint.pth.tar"))

@@ -54,10 +54,22 @@ def str2bool(value):
     raise argparse.ArgumentTypeError(f"expected a boolean (True/False), got {value!r}")
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds `(default: X)` to a flag's help only where it tells something: not after a help text that
+    already states its default, and not for `None`, on/off switches or empty strings."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if "(default" in text or default is None or default is False or default in ("", argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
 def get_args_parser():
     p = argparse.ArgumentParser(
         description="Train / evaluate / attack image classifiers on MiniPlaces (or the embedded dataset).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsHelpFormatter)
     p.add_argument("data_folder", nargs="?", default=None,
                    help="MiniPlaces root (train.txt, val.txt, images/); omit to use the embedded dataset")
     p.add_argument("-j", "--workers", type=int, default=2, help="data loading workers")

@@ -67,6 +67,17 @@ def test_pgd_flag_forms(flag, expected):
     assert args.pgd is expected
 
 
+def test_help_states_each_default_once(capsys):
+    """`main.py -h`: a help text that states its own default gets no second `(default: None)`."""
+    with pytest.raises(SystemExit) as info:
+        runner.get_args_parser().parse_args(["-h"])
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines: join them
+    assert info.value.code == 0
+    assert "(default: None)" not in out and "(default: False)" not in out, out
+    assert out.count("(default: 60 on a data folder") == 1 and "(default: 0.9)" in out, out
+    assert "(default: 0)" in out, "a numeric default of 0 (--seed) is still shown"
+
+
 def test_warmup_cosine_schedule():
     values = [runner.warmup_cosine(s, warmup_steps=10, total_steps=110) for s in range(110)]
     assert values[0] == pytest.approx(0.1) and values[9] == pytest.approx(1.0)

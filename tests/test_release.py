@@ -128,6 +128,21 @@ def test_check_stub_text_catches_an_answer_identifier_and_a_missing_raise():
     assert any("Part 1b-iii: implement default_cnn_model" in p and "found 0" in p for p in problems), problems
 
 
+def test_stub_has_no_code_after_its_raise_and_no_marker_wording():
+    """Students never see the markers: a stub ends at its raise (no `return output` naming a variable
+    they have not written yet) and no text tells them to fill in 'between the markers'."""
+    ref = reference_source()
+    stub, blocks = markers.strip_source(ref)
+    assert verify.check_stub_reads_as_a_stub(stub) == []
+    dead = stub.replace('raise NotImplementedError("Part 2a: implement Attention.forward (see its docstring)")\n',
+                        'raise NotImplementedError("Part 2a: implement Attention.forward (see its docstring)")\n'
+                        '        return output\n', 1)
+    assert dead != stub
+    problems = verify.check_stub_reads_as_a_stub(dead + "# fill in between the markers\n")
+    assert any("unreachable code" in p and "return output" in p for p in problems), problems
+    assert any("mentions markers" in p for p in problems), problems
+
+
 def test_answer_rule_exempts_lines_given_outside_the_blocks():
     src = "def f(x):\n    return x\n\n\ndef g(x):\n    # BEGIN SOLUTION (Part 1a)\n    y = x * 3\n    return x\n" \
           "    # END SOLUTION\n"

@@ -193,7 +193,7 @@ def hint_of(rep):
 
 def failing_checks(stats, results):
     """`[(item, check, failed cases, cases, hint)]`: each failing test function (its parametrized cases
-    together), in rubric order, given-code tests last."""
+    together; item and hint of its first failing case), in rubric order, given-code tests last."""
     first_hint = {}
     for key in ("failed", "error"):
         for rep in stats.get(key, []):
@@ -202,11 +202,12 @@ def failing_checks(stats, results):
     checks = {}
     for nodeid, (outcome, item) in results.items():
         check = nodeid.split("[")[0]
-        entry = checks.setdefault(check, {"item": item, "failed": 0, "cases": 0, "hint": None})
+        entry = checks.setdefault(check, {"item": None, "failed": 0, "cases": 0, "hint": None})
         entry["cases"] += 1
         if outcome == "failed":
             entry["failed"] += 1
-            entry["hint"] = entry["hint"] or first_hint.get(nodeid, "failed")
+            if entry["hint"] is None:  # cases of one test may belong to different items: the failing one's
+                entry["item"], entry["hint"] = item, first_hint.get(nodeid, "failed")
     order = {item: i for i, item in enumerate(ITEMS)}
     rows = [(e["item"], check, e["failed"], e["cases"], e["hint"]) for check, e in checks.items() if e["failed"]]
     return sorted(rows, key=lambda r: (order.get(r[0], len(ITEMS)), r[1]))

@@ -300,7 +300,7 @@ def test_tensorboard_tags_and_eval_modes(tiny, tmp_path, capsys):
     assert code == 0, err
     final_acc(out)
     eval_run = [r for r in run_folders(logs) if r != run][-1]
-    assert "Image/Image_Atten" in read_scalars_and_images(eval_run)[1]
+    assert "Image/Image_Atten" in read_scalars_and_images(eval_run)[1], f"no saliency maps logged: {err}"
 
     code, out, err = run_cli([tiny, "-a", "-v", "--resume", best, "--log-dir", logs] + FAST, capsys)
     assert code == 0, err

@@ -289,6 +289,30 @@ def test_short_report_verbose_and_part_filter(plugin_kit):
     assert proc.returncode != 0 and "unknown rubric item" in proc.stderr + proc.stdout
 
 
+def read_requirements(name):
+    with open(os.path.join(ROOT, name), encoding="utf-8") as fh:
+        return [line.strip() for line in fh if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_cpu_requirements_pin_the_cpu_build_of_the_same_versions():
+    """requirements-cpu.txt (the students' CPU-only install on Linux/Windows) takes torch from PyTorch's CPU
+    index at exactly the versions of requirements.txt, which it includes for every other pin; `==2.14.1`
+    of requirements.txt accepts `2.14.1+cpu` (PEP 440 local versions), so the two files never conflict."""
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    cpu = read_requirements("requirements-cpu.txt")
+    assert "--index-url https://download.pytorch.org/whl/cpu" in cpu
+    assert "--extra-index-url https://pypi.org/simple" in cpu and "-r requirements.txt" in cpu
+    pins = {Requirement(line).name: Requirement(line).specifier
+            for line in read_requirements("requirements.txt") if not line.startswith("-")}
+    for name in ("torch", "torchvision"):
+        [line] = [l for l in cpu if l.startswith(name + "==")]
+        version = Version(line.split("==", 1)[1])
+        assert version.local == "cpu" and version.public == str(next(iter(pins[name])).version), line
+        assert pins[name].contains(version), f"requirements.txt's {name}{pins[name]} rejects {version}"
+
+
 # ----------------------------------------------------------------------------------------- the real build
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):

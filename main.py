@@ -926,5 +926,19 @@ def cli(argv=None):
     return 0
 
 
+def exit_worker(code):
+    """Leave the process with `code`. A torchrun worker (WORLD_SIZE > 1) flushes its output and leaves
+    with `os._exit`, after `finish` destroyed the process group: the interpreter's normal teardown runs the
+    C++ static destructors of torch.distributed, and destroying gloo's still-joinable background threads
+    there calls std::terminate (SIGABRT, `terminate called without an active exception`) now and then,
+    turning a finished run into a failed one. Nothing is lost: checkpoints are fsynced and renamed, the
+    TensorBoard writer is closed."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(cli())
+    exit_worker(cli())

@@ -4,7 +4,9 @@
 
 Writes
     OUT/release/          the student kit: top-level kit files with `student_code.py` stripped to stubs,
-                          README.md (= HANDOUT.md), logs/.gitkeep, the public tests; no tools/, no answers
+                          README.md (= HANDOUT.md), logs/.gitkeep, the public tests, and a pytest.ini
+                          asking for the short self-check report (files.student_pytest_ini); no tools/,
+                          no answers
     OUT/autograder.zip    Gradescope bundle: setup.sh, run_autograder, tools/autograde.py + tools/grading/,
                           the reference student_code.py and the given files, public and hidden tests
 and reports success (exit 0) only after every check passed:

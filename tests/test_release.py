@@ -336,8 +336,11 @@ def test_release_layout(built):
                                                  "test_autograde", "test_hostile"))]
     assert not leaked, f"staff files in the release: {leaked}"
     assert (release / "README.md").read_bytes() == open(os.path.join(ROOT, "HANDOUT.md"), "rb").read()
-    for name in ("main.py", "custom_blocks.py", "custom_dataloader.py", "custom_augment.py", "zip_submission.py"):
+    for name in ("main.py", "custom_blocks.py", "custom_dataloader.py", "custom_augment.py", "zip_submission.py",
+                 "requirements.txt", "requirements-cpu.txt"):
         assert (release / name).read_bytes() == open(os.path.join(ROOT, name), "rb").read(), name
+    with open(os.path.join(ROOT, "pytest.ini"), encoding="utf-8") as fh:
+        assert (release / "pytest.ini").read_text(encoding="utf-8") == files.student_pytest_ini(fh.read())
 
 
 def test_release_stub_is_the_stripped_reference(built):

@@ -24,8 +24,8 @@ import torch
 
 from grading_fixtures import shared, variants
 
-from grading import compare, rubric, sandbox, static  # noqa: E402 (path set by grading_fixtures.shared)
-from grading import checks_part2, checks_part3  # noqa: E402
+from grading import compare, outputs, rubric, sandbox, static  # noqa: E402 (path set by grading_fixtures.shared)
+from grading.items import pgd, vit as vit_item  # noqa: E402
 from grading.grade import grade_submission  # noqa: E402
 from grading.results import ItemGrade, build_results  # noqa: E402
 from grading.submission import SubmissionError, read_source  # noqa: E402
@@ -70,17 +70,17 @@ def test_static_scan_finds_nothing_in_the_reference():
 
 
 FORBIDDEN_SOURCES = {
-    "F.conv2d in forward": ("1a", "import torch.nn.functional as F\nclass CustomConv2DFunction:\n"
+    "F.conv2d in forward": ("conv", "import torch.nn.functional as F\nclass CustomConv2DFunction:\n"
                                   "    def forward(ctx, x, w, b, s=1, p=0):\n        return F.conv2d(x, w, b, s, p)\n"),
-    "aliased import": ("1a", "from torch.nn.functional import conv2d as c2\nclass CustomConv2DFunction:\n"
+    "aliased import": ("conv", "from torch.nn.functional import conv2d as c2\nclass CustomConv2DFunction:\n"
                              "    def forward(ctx, x, w, b, s=1, p=0):\n        return c2(x, w)\n"),
-    "getattr with a string": ("1a", "import torch\nclass CustomConv2DFunction:\n    def forward(ctx, x, w):\n"
+    "getattr with a string": ("conv", "import torch\nclass CustomConv2DFunction:\n    def forward(ctx, x, w):\n"
                                     "        return getattr(torch, 'conv2d')(x, w)\n"),
-    "helper function": ("1a", "import torch\ndef helper(x, w):\n    return torch.nn.grad.conv2d_input(x.shape, w, x)\n"
+    "helper function": ("conv", "import torch\ndef helper(x, w):\n    return torch.nn.grad.conv2d_input(x.shape, w, x)\n"
                               "class CustomConv2DFunction:\n    def backward(ctx, g):\n        return helper(g, g)\n"),
-    "sdpa in Attention": ("2a", "import torch.nn.functional as F\nclass Attention:\n    def forward(self, x):\n"
+    "sdpa in Attention": ("attention", "import torch.nn.functional as F\nclass Attention:\n    def forward(self, x):\n"
                                 "        return F.scaled_dot_product_attention(x, x, x)\n"),
-    "MultiheadAttention in Attention": ("2a", "import torch.nn as nn\nclass Attention:\n    def __init__(self):\n"
+    "MultiheadAttention in Attention": ("attention", "import torch.nn as nn\nclass Attention:\n    def __init__(self):\n"
                                               "        self.m = nn.MultiheadAttention(8, 2)\n"),
 }
 
@@ -152,12 +152,12 @@ def test_output_loader_accepts_only_plain_regular_files(tmp_path):
     torch.save([1, 2], tmp_path / "list.pt")
     fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        obj, why = sandbox.read_output(fd, "good.pt")
+        obj, why = outputs.load(fd, "good.pt")
         assert why is None and torch.equal(obj["out"], good["out"]) and obj["n"] == 3
         for name, reason in (("evil.pt", "malformed"), ("text.pt", "malformed"), ("link.pt", "unreadable"),
                              ("fifo.pt", "not a regular file"), ("list.pt", "not a dict"),
                              ("absent.pt", "missing")):
-            obj, why = sandbox.read_output(fd, name)
+            obj, why = outputs.load(fd, name)
             assert obj is None and reason in why, f"{name}: {why}"
     finally:
         os.close(fd)
@@ -178,11 +178,11 @@ def test_default_attack_budget_check():
     """`default_attack` must carry the default budget: a larger epsilon changes nothing a 10-step attack of
     0.01 can reach, so only the attributes reveal it."""
     want = torch.tensor([10, 0.01, 0.1, 0.0], dtype=torch.float64)  # num_steps, step_size, epsilon, random_start
-    assert checks_part3._budget_problem({"budget": want.clone()}, want) == ""
+    assert pgd._budget_problem({"budget": want.clone()}, want) == ""
     wide = want.clone()
     wide[2] = 0.3
-    assert "epsilon=0.3" in checks_part3._budget_problem({"budget": wide}, want)
-    assert "unreadable" in checks_part3._budget_problem({"budget": None}, want)
+    assert "epsilon=0.3" in pgd._budget_problem({"budget": wide}, want)
+    assert "unreadable" in pgd._budget_problem({"budget": None}, want)
 
 
 def test_drop_path_rate_one_checks():
@@ -190,10 +190,10 @@ def test_drop_path_rate_one_checks():
     x = torch.randn(2, 3, 3, 4, dtype=torch.float64)
     vit = torch.randn(2, 5, dtype=torch.float64)
     inp, exp = {"props": {"drop_one": {"block_x": x}}}, {"drop_vit": vit}
-    assert checks_part2._drop_rate_problems(inp, exp, {"block_out": x.clone(), "vit_out": vit.clone()}) == []
-    problems = checks_part2._drop_rate_problems(inp, exp, {"block_out": x + 1, "vit_out": vit + 1})
+    assert vit_item._drop_rate_problems(inp, exp, {"block_out": x.clone(), "vit_out": vit.clone()}) == []
+    problems = vit_item._drop_rate_problems(inp, exp, {"block_out": x + 1, "vit_out": vit + 1})
     assert len(problems) == 2 and "MLP branch" in problems[0] and "rise linearly" in problems[1], problems
-    assert "raised" in checks_part2._drop_rate_problems(inp, exp, {"error": "ValueError: x"})[0]
+    assert "raised" in vit_item._drop_rate_problems(inp, exp, {"error": "ValueError: x"})[0]
 
 
 def test_results_json_format():

@@ -1,4 +1,4 @@
-"""Helpers the untrusted child uses to run the items (shipped into the sandbox as `_grading_lib.py`; the
+"""Helpers the untrusted child uses to run the items (shipped into the sandbox under a random module name; the
 grading process imports the same module to build the same models). Only torch/torchvision code that is
 *no answer* to any item: nothing here computes what a student must write.
 

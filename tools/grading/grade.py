@@ -23,6 +23,7 @@ import hashlib
 import importlib.util
 import io
 import os
+import secrets
 import sys
 import threading
 import time
@@ -31,7 +32,7 @@ import traceback
 import torch
 
 from . import child as child_module
-from . import childlib, items, protocol, rubric, sandbox, static
+from . import childlib, items, protocol, rubric, sandbox, static  # noqa: F401 (childlib: its file)
 from .results import ItemGrade, build_results, csv_header, csv_row, failed_everywhere, write_csv, \
     write_json_atomic
 from .submission import SubmissionError, read_kit, read_submission
@@ -53,7 +54,7 @@ class Kit:
         given, self.reference_path = read_kit(self.dir)
         self.files = dict(given)
         self.files[protocol.CHILD_FILE] = _read(child_module.__file__)
-        self.files[protocol.LIB_FILE] = _read(childlib.__file__)
+        self.lib_source = _read(childlib.__file__)
         self.ref = _load_reference(self.dir, self.reference_path)
         # one lock for every reference computation: they seed torch's global RNG (module initialization)
         self._lock = threading.RLock()
@@ -80,12 +81,15 @@ class Kit:
         return buf.getvalue()
 
     def sandbox_files(self, source, numbers):
-        """`{file name: bytes}` of a sandbox for item `numbers`: the given files, the child harness, the
-        selected items' runners and the submission."""
+        """`({file name: bytes}, child arguments)` of a sandbox for item `numbers`: the given files, the child
+        harness, the helper library and the selected items' runners (both under fresh random module names,
+        so code cannot name them), and the submission."""
         files = dict(self.files)
-        files[protocol.RUNNERS_FILE] = items.runner_source(numbers).encode()
+        lib, runners = (f"_m{secrets.token_hex(8)}" for _ in range(2))
+        files[lib + ".py"] = self.lib_source
+        files[runners + ".py"] = items.runner_source(numbers).encode()
         files["student_code.py"] = source
-        return files
+        return files, ["--lib", lib, "--runners", runners]
 
 
 def _detached(obj):
@@ -224,6 +228,12 @@ def grade_submission(submission, kit, numbers=None, limits=None, supervisor=None
         staff["oddities"].append("syntax error")
         return build_results(grades, time.monotonic() - t0, [error], staff), "syntax error"
     staff["review"].extend(f"{what} (line {line})" for what, line in static.review_flags(text))
+    tamper = static.tampering(text)
+    if tamper:
+        reason = f"student_code.py {tamper[0][0]} (line {tamper[0][1]}): every item scores 0"
+        staff["review"].append(reason)
+        grades = failed_everywhere(numbers, reason)
+        return build_results(grades, time.monotonic() - t0, [reason], staff), "tampering: " + reason
     findings_by_rule = static.forbidden_uses(text)
     defined = static.defined_names(text)
     missing = {n: [name for name in rubric.MODULES[n].REQUIRES if name not in defined] for n in numbers}
@@ -237,10 +247,11 @@ def grade_submission(submission, kit, numbers=None, limits=None, supervisor=None
 
     def run(group, members):
         inputs_bytes = kit.inputs_bytes(members)
-        files = kit.sandbox_files(sub.source, members)
+        files, child_args = kit.sandbox_files(sub.source, members)
         record = [n for n in members if getattr(rubric.MODULES[n], "FORBIDDEN", None) is not None]
         log(f"[{group}] child for {','.join(members)}")
-        outcome = sandbox.run_group(members, inputs_bytes, files, limits, supervisor, record=record)
+        outcome = sandbox.run_group(members, inputs_bytes, files, limits, supervisor, record=record,
+                                    child_args=child_args)
         with lock:
             staff["log"].extend(f"[{group}] {line}" for line in outcome.log)
             for line in outcome.log:

@@ -29,10 +29,8 @@ ISOLATION_NONE = "none"
 ISOLATION_LEVELS = (ISOLATION_BWRAP, ISOLATION_UID, ISOLATION_NONE)
 
 INPUTS_FILE = "inputs.pt"
-CHILD_FILE = "_grading_child.py"  # file names inside the sandbox's code folder
-LIB_FILE = "_grading_lib.py"
-RUNNERS_FILE = "_grading_runners.py"
-SANDBOX_HELPERS = ("_grading_child", "_grading_lib", "_grading_runners")  # module names (review flags)
+CHILD_FILE = "_grading_child.py"  # inside the sandbox's code folder (the helper library and the runners get
+SANDBOX_HELPERS = ("_grading_child",)  # random module names per sandbox); names for the review flags
 
 # what one output file may hold (checked by the parent before any use)
 MAX_OUTPUT_BYTES = 64 * 1024 * 1024

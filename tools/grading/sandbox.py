@@ -527,7 +527,7 @@ def _death(returncode, stderr_text, limits):
     return f"exited with code {returncode} (sys.exit / os._exit in your code?)" + _student_line(stderr_text)
 
 
-def _command(isolation, supervisor, python, base, items, record, limits, status_fd, uid):
+def _command(isolation, supervisor, python, base, items, record, limits, status_fd, uid, child_args):
     """`(argv, cwd, env, popen kwargs)` of one child."""
     in_bwrap = isolation.level == protocol.ISOLATION_BWRAP
     code = SANDBOX + "/code" if in_bwrap else os.path.join(base, "code")
@@ -536,6 +536,7 @@ def _command(isolation, supervisor, python, base, items, record, limits, status_
     child = [python, "-I", "-B", os.path.join(code, protocol.CHILD_FILE), "--io", io_dir, "--items",
              ",".join(items), "--record", ",".join(i for i in items if i in record) or "-",
              "--status-fd", str(status_fd), "--mem-mb", str(limits.mem_mb), "--cpu-s", str(limits.cpu_total(items))]
+    child += list(child_args)
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": tmp, "TMPDIR": tmp, "LANG": "C.UTF-8",
            "LC_ALL": "C.UTF-8", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
            "CUDA_VISIBLE_DEVICES": "", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1",
@@ -553,11 +554,12 @@ def _command(isolation, supervisor, python, base, items, record, limits, status_
     return child, code, env, kwargs
 
 
-def _one_run(items, record, python, base, limits, supervisor, isolation, uid, log):
+def _one_run(items, record, python, base, limits, supervisor, isolation, uid, log, child_args):
     """Start one child for `items` in sandbox `base` and watch it. Returns `(state, stderr)`: state has
     imported (bool), import_error, started, done, current, timed_out, why, returncode."""
     read_fd, write_fd = os.pipe()
-    argv, cwd, env, kwargs = _command(isolation, supervisor, python, base, items, record, limits, write_fd, uid)
+    argv, cwd, env, kwargs = _command(isolation, supervisor, python, base, items, record, limits, write_fd, uid,
+                                      child_args)
     try:
         proc = supervisor.spawn(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, pass_fds=(write_fd,), start_new_session=True,
@@ -694,7 +696,7 @@ def _one_run(items, record, python, base, limits, supervisor, isolation, uid, lo
     return state, err_cap.text()
 
 
-def run_group(items, inputs_bytes, files, limits, supervisor, record=()):
+def run_group(items, inputs_bytes, files, limits, supervisor, record=(), child_args=()):
     """Run the child for `items` (in order) until every item has outputs or a reason; `files`: sandbox
     file name -> bytes; `record`: items whose operators are recorded. Returns a `protocol.GroupOutcome`."""
     isolation = supervisor.isolation
@@ -711,7 +713,7 @@ def run_group(items, inputs_bytes, files, limits, supervisor, record=()):
                             (NOBODY if isolation.level == protocol.ISOLATION_BWRAP and os.geteuid() == 0 else None))
         try:
             state, err_text = _one_run(remaining, set(record), python, base, limits, supervisor, isolation, uid,
-                                       outcome.log)
+                                       outcome.log, child_args)
             outcome.stderr += err_text
             io_fd = os.open(os.path.join(base, "io"), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
             try:

@@ -50,12 +50,17 @@ class Rule:
         return re.search(self.op_pattern, str(op)) is not None
 
 
-CONV = Rule("conv", ("CustomConv2DFunction", "CustomConv2d", "custom_conv2d"), CONV_NAMES,
-            r"convolution|conv[123]d|conv_transpose|conv_tbc|conv_depthwise", "convolution routine")
+CONV_OPS = r"convolution|conv[123]d|conv_transpose|conv_tbc|conv_depthwise"
+# 1a: the autograd function; 1b-i/ii/iv: the module wrapper (so `CustomConv2d = nn.Conv2d` costs 1b only)
+CONV = Rule("conv", ("CustomConv2DFunction", "custom_conv2d"), CONV_NAMES, CONV_OPS, "convolution routine")
+CONV_MODULE = Rule("conv_module", ("CustomConv2d", "CustomConv2DFunction", "custom_conv2d"), CONV_NAMES,
+                   CONV_OPS, "convolution routine")
 ATTENTION = Rule("attention", ("Attention",), ATTENTION_NAMES,
                  r"scaled_dot_product|multi_head_attention|flash_attention|efficient_attention|cudnn_attention"
                  r"|_fused_sdp", "attention routine")
-RULES = (CONV, ATTENTION)
+RULES = (CONV, CONV_MODULE, ATTENTION)
+# literal references to the sandbox's helpers: tampering with the grader (every item 0)
+TAMPER = r"_grading|_sandbox_|RUNNERS\b"
 TORCH_ROOTS = ("torch", "torchvision", "functorch")
 DYNAMIC_CALLS = frozenset({"eval", "exec", "compile", "__import__", "globals", "locals"})
 # (regex on the source, what the staff should look at)
@@ -76,6 +81,16 @@ REVIEW = (
     (r"\btorch\s*\.\s*ops\b|\btorch\s*\.\s*_C\b|\btorch\s*\.\s*library\b", "torch.ops / torch._C / torch.library"),
     (r"\bbuiltins\b|__builtins__|__code__|__globals__|__subclasses__", "builtins / code objects"),
 )
+
+
+# dotted names (resolved through import aliases) -> the review flag they raise
+REVIEW_DOTTED = {
+    "sys.modules": "sys.modules / dynamic imports", "sys._getframe": "frames / introspection",
+    "sys.settrace": "frames / introspection", "sys.setprofile": "frames / introspection",
+    "gc.get_objects": "frames / introspection", "gc.get_referrers": "frames / introspection",
+    "os.kill": "signals", "os.killpg": "signals", "os.fork": "threads / processes",
+    "threading.Thread": "threads / processes", "os.system": "subprocesses",
+}
 
 
 def decode(data):
@@ -126,10 +141,14 @@ def _module_definitions(tree):
                 defs.setdefault(node.name, []).append(node)
             elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-                for target in targets:
+                for target in targets:  # `X = ...`, `X.attr = ...`, `X[k] = ...` all (re)define X
                     for name in ast.walk(target):
                         if isinstance(name, ast.Name):
                             defs.setdefault(name.id, []).append(node)
+            elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) \
+                    and isinstance(node.value.func, ast.Name) and node.value.func.id == "setattr" \
+                    and node.value.args and isinstance(node.value.args[0], ast.Name):
+                defs.setdefault(node.value.args[0].id, []).append(node)
             elif isinstance(node, (ast.Import, ast.ImportFrom)):
                 for alias in node.names:
                     if isinstance(node, ast.ImportFrom):
@@ -260,6 +279,13 @@ def forbidden_uses(source):
     return out
 
 
+def tampering(source):
+    """`[(what, line)]` when the code names the sandbox's helper modules literally (scored 0 everywhere)."""
+    code = _code_only(source, keep_strings=True)
+    m = re.search(TAMPER, code)
+    return [("names the grader's sandbox helpers", code.count("\n", 0, m.start()) + 1)] if m else []
+
+
 def review_flags(source):
     """`[(what, first line)]`: constructs staff should review (see REVIEW); comments and docstrings are
     skipped (only code tokens are searched)."""
@@ -269,11 +295,33 @@ def review_flags(source):
         m = re.search(pattern, code)
         if m:
             flags.append((what, code.count("\n", 0, m.start()) + 1))
+    # module attributes reached through any alias (`import sys as _s; _s.modules`, `from sys import modules`)
+    tree = _parse(source)
+    if tree is not None:
+        aliases = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for a in node.names:
+                    aliases[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
+            elif isinstance(node, ast.ImportFrom):
+                for a in node.names:
+                    aliases[a.asname or a.name] = f"{node.module or ''}.{a.name}"
+        seen = {what for what, _ in flags}
+        for node in ast.walk(tree):
+            dotted = None
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
+                dotted = f"{aliases[node.value.id]}.{node.attr}"
+            elif isinstance(node, ast.Name) and node.id in aliases and "." in aliases[node.id]:
+                dotted = aliases[node.id]
+            what = REVIEW_DOTTED.get(dotted)
+            if what and what not in seen:
+                seen.add(what)
+                flags.append((what, getattr(node, "lineno", 0)))
     return flags
 
 
-def _code_only(source):
-    """`source` with comments and string literals blanked (line structure kept)."""
+def _code_only(source, keep_strings=False):
+    """`source` with comments and (unless `keep_strings`) string literals blanked (line structure kept)."""
     import io
     import tokenize
 
@@ -281,7 +329,7 @@ def _code_only(source):
     out = [list(line) for line in lines]
     try:
         for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-            if tok.type in (tokenize.COMMENT, tokenize.STRING):
+            if tok.type == tokenize.COMMENT or (tok.type == tokenize.STRING and not keep_strings):
                 (r0, c0), (r1, c1) = tok.start, tok.end
                 for r in range(r0, r1 + 1):
                     row = out[r - 1]

@@ -24,7 +24,7 @@ An item module defines (all required unless marked optional):
                                   # outputs.validate (untrusted: check every value before use)
 
 `ITEMS` lists the modules in sandbox-group order (heaviest group first); `rubric.py` derives the rubric from
-them; `runner_source(numbers)` builds the sandbox's `_grading_runners.py` from the `run` functions of the
+them; `runner_source(numbers)` builds the sandbox's runners module from the `run` functions of the
 selected items. To add an item: write its module, add it to `ITEMS` (and rubric.DISPLAY_ORDER).
 """
 import inspect

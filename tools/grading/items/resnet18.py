@@ -6,7 +6,7 @@ ResNet-18 (randomly initialized, seeded, random BatchNorm statistics) with every
 student's `CustomConv2d` carrying the same weights must give the outputs (eval and train mode) and the
 gradients (input and every parameter, compared through `childlib.grad_sketch`) of the `nn.Conv2d` model:
 bias-free 1x1 stride-2 projections on odd grids and 3x3 stride-2 convolutions, i.e. `--use-resnet18
---use-custom-conv`. Convolution routines are forbidden (`static.CONV`).
+--use-custom-conv`. Convolution routines are forbidden (`static.CONV_MODULE`).
 """
 import torch
 import torch.nn as nn
@@ -26,7 +26,7 @@ BONUS = False
 GROUP = "conv"
 BUDGET_S = 60.0
 REQUIRES = ("CustomConv2d",)
-FORBIDDEN = static.CONV
+FORBIDDEN = static.CONV_MODULE
 
 
 # ---------------------------------------------------------------------------------------------------------

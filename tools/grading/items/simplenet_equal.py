@@ -1,6 +1,6 @@
 """1b-ii (1 point): SimpleNet with the student's `CustomConv2d` gives the outputs and gradients (input and
 every parameter) of SimpleNet on `nn.Conv2d` with the same weights, in float64. Convolution routines are
-forbidden (`static.CONV`).
+forbidden (`static.CONV_MODULE`).
 """
 import torch
 import torch.nn as nn
@@ -20,7 +20,7 @@ BONUS = False
 GROUP = "conv"
 BUDGET_S = 40.0
 REQUIRES = ("SimpleNet", "CustomConv2d")
-FORBIDDEN = static.CONV
+FORBIDDEN = static.CONV_MODULE
 
 
 # ---------------------------------------------------------------------------------------------------------

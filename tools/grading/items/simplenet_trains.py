@@ -3,7 +3,7 @@
 `SimpleNet` itself is given code, so the item trains it with `conv_op=CustomConv2d` (as `--use-custom-conv`
 does): the parameter count must be the given network's, six SGD steps on a fixed batch must lower the loss,
 and the loss trajectory must equal the same network's on `nn.Conv2d` (float32 tolerance). Convolution
-routines are forbidden here too (`static.CONV`): `CustomConv2d = nn.Conv2d` earns nothing.
+routines are forbidden here too (`static.CONV_MODULE`): `CustomConv2d = nn.Conv2d` earns nothing.
 """
 import torch
 import torch.nn as nn
@@ -23,7 +23,7 @@ BONUS = False
 GROUP = "conv"
 BUDGET_S = 40.0
 REQUIRES = ("SimpleNet", "CustomConv2d")
-FORBIDDEN = static.CONV
+FORBIDDEN = static.CONV_MODULE
 
 
 # ---------------------------------------------------------------------------------------------------------

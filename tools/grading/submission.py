@@ -116,8 +116,10 @@ class Submission:
     oddities: list
 
 
-def _describe_extras(paths, sizes):
-    """One line about files carried along besides student_code.py (None if only harmless ones)."""
+def _describe_extras(paths, sizes, prefix=""):
+    """One line about files carried along besides student_code.py (None if only harmless ones); paths are
+    grouped by their first folder below `prefix` (the folder holding student_code.py)."""
+    paths = [p[len(prefix):] if prefix and p.startswith(prefix) else p for p in paths]
     odd = [(p, s) for p, s in zip(paths, sizes) if not p.lower().endswith(HARMLESS)
            and not os.path.basename(p).lower().startswith("readme")]
     if not odd:
@@ -163,7 +165,7 @@ def read_submission(submission):
     where = where.replace(os.sep, "/")
     if where != "student_code.py" and "/" in where:
         oddities.append(f"student_code.py is nested in {where.rsplit('/', 1)[0]}/ (not at the top of the upload)")
-    extras = _describe_extras(paths, sizes)
+    extras = _describe_extras(paths, sizes, where.rsplit("/", 1)[0] + "/" if "/" in where else "")
     if extras:
         oddities.append(extras)
     return Submission(source, oddities)

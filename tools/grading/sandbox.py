@@ -7,8 +7,9 @@ Isolation (`choose_isolation`, probed once per grading process, named in results
   `student_code.py`, the kit's given files, the child harness; `/sandbox/io`, writable: the inputs and the
   outputs), the Python environment and /usr read-only, a private /tmp (tmpfs), new PID, network, IPC and
   UTS namespaces (no network; the grader's processes are invisible; everything dies with the sandbox),
-  `--die-with-parent`, `--new-session`, and an unprivileged uid (65534: as root, the child drops to it
-  before any student code runs; otherwise a user namespace maps it). No grader code, reference, hidden
+  `--die-with-parent`, `--new-session`, and an unprivileged uid (as root: a dedicated uid per concurrent
+  sandbox, `UID_BASE` + slot, that the child drops to before any student code runs; otherwise uid 65534
+  in a user namespace). No grader code, reference, hidden
   test or other submission exists inside it.
 - `uid` (where bwrap cannot create namespaces, e.g. some containers; root only): the child runs directly
   as a dedicated unprivileged uid, one per concurrent sandbox (`UID_BASE` + slot), in a fresh folder per run
@@ -322,16 +323,24 @@ def bwrap_command(host_base, binds, as_root):
 
 
 _PROBE = ("import os, sys\n"
-          "if len(sys.argv) > 2:\n"
+          "if sys.argv[2] != '-':\n"
           "    os.setgroups([]); os.setgid(int(sys.argv[2])); os.setuid(int(sys.argv[2]))\n"
+          "if sys.argv[3] != '-':\n"
+          "    sys.path.append(sys.argv[3])\n"
           "assert os.getuid() != 0 and os.geteuid() != 0\n"
-          "try:\n"
-          "    open(sys.argv[1], 'rb').close()\n"
-          "    print('readable')\n"
-          "except OSError:\n"
-          "    print('unreadable')\n"
+          "for path in sys.argv[1].split(os.pathsep):\n"
+          "    try:\n"
+          "        open(path, 'rb').close()\n"
+          "        print('readable', path)\n"
+          "    except OSError:\n"
+          "        pass\n"
           "import torch\n"
           "print('torch ok')\n")
+
+
+def _extra_sys_path(python):
+    """torch's site folder when the child interpreter is not this one (AUTOGRADE_CHILD_PYTHON), else None."""
+    return torch_site() if os.path.realpath(python) != os.path.realpath(sys.executable) else None
 
 
 def _probe_bwrap(python, kit_reference, binds):
@@ -340,9 +349,8 @@ def _probe_bwrap(python, kit_reference, binds):
     base = make_sandbox({}, b"", NOBODY if os.geteuid() == 0 else None)
     try:
         as_root = os.geteuid() == 0
-        cmd = bwrap_command(base, binds, as_root) + [python, "-I", "-B", "-c", _PROBE, kit_reference]
-        if as_root:
-            cmd.append(str(NOBODY))
+        cmd = bwrap_command(base, binds, as_root) + [python, "-I", "-B", "-c", _PROBE, kit_reference,
+                                                     str(NOBODY) if as_root else "-", _extra_sys_path(python) or "-"]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
                                   start_new_session=True)
@@ -350,8 +358,8 @@ def _probe_bwrap(python, kit_reference, binds):
             return f"bwrap failed to start ({exc})"
         if proc.returncode != 0 or "torch ok" not in proc.stdout:
             return f"bwrap cannot run the child here: {(proc.stderr or proc.stdout).strip()[-300:]}"
-        if "unreadable" not in proc.stdout:
-            return "the kit's reference is visible inside bwrap (refusing)"
+        if "readable" in proc.stdout:
+            return "the kit's reference or the grader is visible inside bwrap (refusing)"
         return None
     finally:
         remove_tree(base)
@@ -365,7 +373,8 @@ def _probe_uid(python, kit_reference):
     try:
         os.chmod(base, 0o711)
         try:
-            proc = subprocess.run([python, "-I", "-B", "-c", _PROBE, kit_reference], cwd=base,
+            proc = subprocess.run([python, "-I", "-B", "-c", _PROBE, kit_reference, "-",
+                                   _extra_sys_path(python) or "-"], cwd=base,
                                   capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
                                   user=uid, group=uid, extra_groups=[], start_new_session=True,
                                   env={"PATH": "/usr/bin:/bin", "HOME": base})
@@ -373,12 +382,20 @@ def _probe_uid(python, kit_reference):
             return f"uid {uid} cannot start {python} ({exc})"
         if proc.returncode != 0 or "torch ok" not in proc.stdout:
             return f"uid {uid} cannot run {python} with torch: {proc.stderr.strip()[-200:]}"
-        if "unreadable" not in proc.stdout:
-            return (f"the kit's reference {kit_reference} is readable by other users (make the kit folder "
-                    f"private: chmod -R go-rwx KIT)")
+        if "readable" in proc.stdout:
+            shown = proc.stdout.split("readable", 1)[1].split()[0]
+            return (f"{shown} is readable by other users (make the kit and the grader private: "
+                    f"chmod -R go-rwx on their folders)")
         return None
     finally:
         remove_tree(base)
+
+
+def _secrets(kit_reference):
+    """What the child must not be able to read: the kit's reference and the grader's own files."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    return os.pathsep.join([os.path.abspath(kit_reference), os.path.join(here, "items", "__init__.py"),
+                            os.path.join(here, "grade.py")])
 
 
 def choose_isolation(supervisor, kit_reference, python=None, unsafe=False):
@@ -397,16 +414,17 @@ def choose_isolation(supervisor, kit_reference, python=None, unsafe=False):
     reasons = []
     if forced in (None, protocol.ISOLATION_BWRAP):
         binds = _env_folders(python)
-        why = _probe_bwrap(python, kit_reference, binds)
+        why = _probe_bwrap(python, _secrets(kit_reference), binds)
         if why is None:
             supervisor.binds = binds
-            who = "drops to uid 65534" if os.geteuid() == 0 else "uid 65534 in a user namespace"
+            who = f"drops to a uid of its own ({UID_BASE}+slot)" if os.geteuid() == 0 else \
+                "uid 65534 in a user namespace"
             supervisor.isolation = protocol.Isolation(
                 protocol.ISOLATION_BWRAP, f"bubblewrap: own mount/PID/network namespaces, child {who}")
             return supervisor.isolation
         reasons.append(f"bwrap: {why}")
     if forced in (None, protocol.ISOLATION_UID):
-        why = _probe_uid(python, kit_reference)
+        why = _probe_uid(python, _secrets(kit_reference))
         if why is None:
             supervisor.isolation = protocol.Isolation(
                 protocol.ISOLATION_UID, f"no namespaces; child runs as a dedicated uid ({UID_BASE}+slot)"
@@ -537,6 +555,8 @@ def _command(isolation, supervisor, python, base, items, record, limits, status_
              ",".join(items), "--record", ",".join(i for i in items if i in record) or "-",
              "--status-fd", str(status_fd), "--mem-mb", str(limits.mem_mb), "--cpu-s", str(limits.cpu_total(items))]
     child += list(child_args)
+    if _extra_sys_path(python):
+        child += ["--sys-path", _extra_sys_path(python)]
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": tmp, "TMPDIR": tmp, "LANG": "C.UTF-8",
            "LC_ALL": "C.UTF-8", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
            "CUDA_VISIBLE_DEVICES": "", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1",
@@ -547,7 +567,7 @@ def _command(isolation, supervisor, python, base, items, record, limits, status_
         for k, v in env.items():
             argv += ["--setenv", k, v]
         if os.geteuid() == 0:
-            child += ["--drop-uid", str(NOBODY)]
+            child += ["--drop-uid", str(uid)]
         return argv + ["--"] + child, "/", env, kwargs
     if isolation.level == protocol.ISOLATION_UID:
         kwargs = dict(user=uid, group=uid, extra_groups=[], umask=0o077)
@@ -708,9 +728,12 @@ def run_group(items, inputs_bytes, files, limits, supervisor, record=(), child_a
     for _attempt in range(len(items) + 1):
         if not remaining:
             break
-        uid = supervisor.take_uid() if isolation.level == protocol.ISOLATION_UID else None
-        base = make_sandbox(files, inputs_bytes, uid if uid is not None else
-                            (NOBODY if isolation.level == protocol.ISOLATION_BWRAP and os.geteuid() == 0 else None))
+        # a uid of its own for every concurrent sandbox (uid level, and bwrap started as root): per-uid
+        # limits (RLIMIT_NPROC) and file ownership never mix two sandboxes
+        own_uid = isolation.level == protocol.ISOLATION_UID or (
+            isolation.level == protocol.ISOLATION_BWRAP and os.geteuid() == 0)
+        uid = supervisor.take_uid() if own_uid else None
+        base = make_sandbox(files, inputs_bytes, uid)
         try:
             state, err_text = _one_run(remaining, set(record), python, base, limits, supervisor, isolation, uid,
                                        outcome.log, child_args)

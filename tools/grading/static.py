@@ -80,6 +80,8 @@ REVIEW = (
     (r"/proc\b|/autograder|\bsocket\b|\burllib\b|\brequests\b", "files outside the sandbox / network"),
     (r"\btorch\s*\.\s*ops\b|\btorch\s*\.\s*_C\b|\btorch\s*\.\s*library\b", "torch.ops / torch._C / torch.library"),
     (r"\bbuiltins\b|__builtins__|__code__|__globals__|__subclasses__", "builtins / code objects"),
+    (r"\btorch\s*\.\s*save\b|\bopen\s*\(|\bos\s*\.\s*(replace|rename|remove|unlink|write)\b|shutil",
+     "opens or writes files"),
 )
 
 

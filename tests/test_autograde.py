@@ -491,7 +491,7 @@ def test_runner_source_holds_no_answer_and_compiles():
                  "F.conv2d(", "BEGIN SOLUTION"):
         assert word not in src, word
     lib = open(os.path.join(shared.ROOT, "tools", "grading", "childlib.py")).read()
-    assert "softmax" not in lib and "autograd.grad" not in lib, "childlib carries no attention / attack answer"
+    assert ".softmax(" not in lib and "autograd.grad(" not in lib, "childlib carries no attention / attack answer"
 
 
 def test_remove_tree_never_touches_the_folder_above(tmp_path):

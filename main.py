@@ -116,6 +116,16 @@ def get_args_parser():
                      help="with -a: untargeted attack on the true labels (default: least-likely class, no labels)")
     adv.add_argument("--save-adv", default=None, metavar="DIR",
                      help="with -a: write the adversarial images as 8-bit PNG + val.txt (MiniPlaces layout) to DIR")
+    fast = p.add_argument_group("fast path (fast_path.py; each lever off by default)")
+    fast.add_argument("--decoded-cache", action="store_true",
+                      help="decode each split once into a uint8 memmap under the kit's cache (decoded_cache.py)")
+    fast.add_argument("--gpu-augment", action="store_true",
+                      help="hold the decoded split on the device and augment batches there (implies --decoded-cache)")
+    fast.add_argument("--amp", action="store_true", help="bf16 autocast for the forward passes")
+    fast.add_argument("--channels-last", action="store_true", help="channels_last memory format (model and batches)")
+    fast.add_argument("--compile", action="store_true", help="torch.compile the training forward (opt-in)")
+    fast.add_argument("--fused-optim", action="store_true",
+                      help="fused optimizer kernels where the device has them (else foreach)")
     return p
 
 
@@ -324,6 +334,15 @@ def make_loaders(args, need_train):
         root = str(custom_dataloader.ensure_synthetic_dataset())
     else:
         root = args.data_folder
+    if args.decoded_cache or args.gpu_augment:  # the fast path (fast_path.py)
+        import fast_path
+        try:
+            train_loader, val_loader, num_classes = fast_path.make_cached_loaders(
+                args, root, need_train, student_code.get_train_transforms(args.img_size),
+                student_code.get_val_transforms(args.img_size))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        return train_loader, val_loader, num_classes, root
     train_set = None
     if need_train:
         train_set = custom_dataloader.MiniPlacesLoader(root, split="train",
@@ -444,14 +463,17 @@ def build_optimizer(args, model):
     """SGD with momentum for CNNs, AdamW for the ViT (no decay on norms, biases and position embeddings).
     With `--clip-grad`, the gradient norm is clipped right before every step (a step pre-hook), so plain
     and adversarial training steps both get it."""
+    import fast_path
+
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         (no_decay if param.ndim <= 1 or name.endswith("pos_embed") else decay).append(param)
     groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if args.use_vit:
-        optimizer = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.999))
+        optimizer = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.999), **fast_path.optimizer_kwargs(args))
     else:
-        optimizer = torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum, nesterov=args.momentum > 0)
+        optimizer = torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum, nesterov=args.momentum > 0,
+                                    **fast_path.optimizer_kwargs(args))
     if args.clip_grad > 0:
         params = [p for p in model.parameters() if p.requires_grad]
 
@@ -521,27 +543,30 @@ class AverageMeter:
         self.sum, self.count = 0.0, 0
 
     def update(self, value, n=1):
-        self.sum += float(value) * n
+        """`value`: a number, or a 0-dim tensor (summed on its device; no host sync until `avg`)."""
+        self.sum = self.sum + (value.detach().double() if torch.is_tensor(value) else float(value)) * n
         self.count += n
 
     @property
     def avg(self):
-        return self.sum / max(self.count, 1)
+        return float(self.sum) / max(self.count, 1)
 
     def all_reduce(self, device):
         if dist.is_available() and dist.is_initialized():
-            t = torch.tensor([self.sum, float(self.count)], dtype=torch.float64, device=device)
+            t = torch.tensor([float(self.sum), float(self.count)], dtype=torch.float64, device=device)
             dist.all_reduce(t)
             self.sum, self.count = t[0].item(), int(t[1].item())
         return self
 
 
-def accuracy(output, target, topk=(1, 5)):
-    """Percent of samples whose label is in the top-k predictions, for each k (k capped at the classes)."""
+def accuracy(output, target, topk=(1, 5), as_tensor=False):
+    """Percent of samples whose label is in the top-k predictions, for each k (k capped at the classes);
+    floats, or 0-dim tensors on the output's device with `as_tensor` (no host sync)."""
     maxk = min(max(topk), output.shape[1])
     pred = output.topk(maxk, dim=1).indices  # (N, maxk)
     correct = pred.eq(target.view(-1, 1))  # (N, maxk)
-    return [correct[:, :min(k, maxk)].any(dim=1).float().mean().item() * 100.0 for k in topk]
+    accs = [correct[:, :min(k, maxk)].any(dim=1).float().mean() * 100.0 for k in topk]
+    return accs if as_tensor else [a.item() for a in accs]
 
 
 def save_atomic(obj, path):
@@ -612,22 +637,25 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, epoch, args,
     """One pass over `loader`. `step_fn(model, input, target, criterion, optimizer) -> (loss, output)` does
     the optimization step (plain, or `adversarial_training_step` with an attacker bound). Returns the
     average loss and top-1/top-5 accuracy of this process's batches, merged over processes."""
+    import fast_path
+
     model.train()
     loss_m, top1_m, top5_m = AverageMeter(), AverageMeter(), AverageMeter()
     bar = progress(loader, args, f"epoch {epoch + 1}/{args.epochs}")
     for i, (input, target) in enumerate(bar):
         if args.limit_batches and i >= args.limit_batches:
             break
-        input = input.to(args.device, non_blocking=True)
+        input = fast_path.to_device(input, args)
         target = target.to(args.device, non_blocking=True)
         loss, output = step_fn(model, input, target, criterion, optimizer)
         scheduler.step()
-        if not torch.isfinite(loss):
+        check = args.device.type == "cpu" or i % args.print_freq == 0  # accelerators: sync once per interval
+        if check and not torch.isfinite(loss):
             raise UsageError(f"the training loss became {loss.item()} at epoch {epoch + 1}, iteration {i}: "
                              f"lower --lr or enable --clip-grad")
-        acc1, acc5 = accuracy(output, target)
+        acc1, acc5 = accuracy(output, target, as_tensor=True)
         n = input.shape[0]
-        loss_m.update(loss.item(), n), top1_m.update(acc1, n), top5_m.update(acc5, n)
+        loss_m.update(loss, n), top1_m.update(acc1, n), top5_m.update(acc5, n)
         if i % args.print_freq == 0:
             bar.set_postfix(loss=f"{loss_m.avg:.3f}", acc1=f"{top1_m.avg:.1f}")
             if writer is not None:
@@ -657,6 +685,7 @@ def evaluate(model, loader, criterion, args, attacker=None, tta=False, vis=None,
     grids of the first batch; `save_adv(dataset_indices, adv_batch)` receives every adversarial batch.
     Returns a dict of metrics (percent).
     """
+    import fast_path
     import student_code
 
     model.eval()
@@ -666,7 +695,7 @@ def evaluate(model, loader, criterion, args, attacker=None, tta=False, vis=None,
     for i, (input, target) in enumerate(bar):
         if args.limit_batches and i >= args.limit_batches:
             break
-        input = input.to(args.device, non_blocking=True)
+        input = fast_path.to_device(input, args)
         target = target.to(args.device, non_blocking=True)
         n = input.shape[0]
         with torch.no_grad():
@@ -772,7 +801,9 @@ def main(args):
 
     training = not (args.evaluate or args.attack)
     train_loader, val_loader, num_classes, root = make_loaders(args, need_train=training)
-    model = build_model(args, num_classes).to(args.device)
+    import fast_path
+
+    model = fast_path.prepare_model(build_model(args, num_classes), args)
     criterion = nn.CrossEntropyLoss()
     optimizer = build_optimizer(args, model)
     iters_per_epoch = len(train_loader) if train_loader is not None else 1
@@ -802,6 +833,7 @@ def main(args):
     if args.distributed:
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[args.device.index] if args.device.type == "cuda" else None)
+    net, eval_model = fast_path.training_module(net, args), fast_path.training_module(model, args, compile=False)
 
     if not training:
         attacker = build_attacker(args, criterion) if args.attack else None
@@ -810,7 +842,7 @@ def main(args):
         if vis == "saliency" and "saliency" in skipped:
             log_note(args, skipped["saliency"])
             vis = None
-        metrics = evaluate(model, val_loader, criterion, args, attacker=attacker, tta=args.tta, vis=vis,
+        metrics = evaluate(eval_model, val_loader, criterion, args, attacker=attacker, tta=args.tta, vis=vis,
                            writer=writer, save_adv=save_adv)
         if save_adv is not None:
             save_adv.finish(num_classes)
@@ -836,7 +868,7 @@ def main(args):
         loss, acc1, acc5 = train_one_epoch(net, train_loader, criterion, optimizer, scheduler, epoch, args, step_fn,
                                            writer)
         train_time = time.time() - t0
-        metrics = evaluate(model, val_loader, criterion, args)
+        metrics = evaluate(eval_model, val_loader, criterion, args)
         is_best = metrics["top1"] > best_acc1
         best_acc1 = max(best_acc1, metrics["top1"])
         log_line(args, f"epoch {epoch + 1}/{args.epochs}: train loss {loss:.3f} acc@1 {acc1:.1f} "
@@ -858,7 +890,7 @@ def main(args):
         log_note(args, skipped["final_attack"])
     elif embedded and args.start_epoch < args.epochs:
         # the demo ends with the trained model under the default attack
-        attacked = evaluate(model, val_loader, criterion, args, attacker=build_attacker(args, criterion))
+        attacked = evaluate(eval_model, val_loader, criterion, args, attacker=build_attacker(args, criterion))
         log_line(args, f"under attack (PGD, eps {args.attack_eps}, {args.attack_steps} steps): "
                        f"acc@1 {attacked['adv_top1']:.2f} acc@5 {attacked['adv_top5']:.2f}, "
                        f"attack success rate {attacked['success']:.1f}%")

@@ -175,11 +175,15 @@ class LibraryAttack:
 def make_attacker(args, criterion, num_classes, build_pgd, epsilon=None, steps=None):
     """The attacker of `-a`: `build_pgd(args, criterion)` (main.build_attacker: the student's PGD) or a
     `LibraryAttack`, with the budget `epsilon` / `steps` when given (else `--attack-eps`, `--attack-steps`;
-    APGD's default is 100 steps)."""
+    APGD's default is 100 steps). A PGD `epsilon` scales the step size with it
+    (`--attack-step-size * epsilon / --attack-eps`: 10 steps of eps/10 by default), so that the iterates can
+    reach every budget of a sweep."""
     name = args.attack or "pgd"
     if name == "pgd":
         local = argparse.Namespace(**vars(args))
-        if epsilon is not None:
+        if epsilon is not None:  # the step size keeps its ratio to the budget, so every budget is reachable
+            if args.attack_eps > 0:
+                local.attack_step_size = args.attack_step_size * epsilon / args.attack_eps
             local.attack_eps = epsilon
         if steps is not None:
             local.attack_steps = steps
@@ -188,14 +192,22 @@ def make_attacker(args, criterion, num_classes, build_pgd, epsilon=None, steps=N
                          steps=APGD_STEPS if steps is None else steps)
 
 
-def describe(args):
-    """One phrase for the attack of `-a`, e.g. `PGD (eps 0.1, 10 steps)`."""
-    if (args.attack or "pgd") == "pgd":
+def describe(args, swept=None):
+    """One phrase for the attack of `-a`, e.g. `PGD (least-likely, eps 0.1, 10 steps of 0.01)`; the budget
+    named by `swept` ("eps" or "steps") is left out."""
+    name = args.attack or "pgd"
+    eps = "" if swept == "eps" else f", eps {args.attack_eps}"
+    if name == "pgd":
         mode = "untargeted" if args.attack_untargeted else "least-likely"
-        return f"PGD ({mode}, eps {args.attack_eps}, {args.attack_steps} steps of {args.attack_step_size})"
-    extra = f", {APGD_STEPS} steps" if args.attack == "apgd-ce" else ", standard"
-    return (f"{'APGD-CE' if args.attack == 'apgd-ce' else 'AutoAttack'} (torchattacks, L-inf, eps {args.attack_eps}"
-            f" = {pixel_epsilon(args.attack_eps):.4f} in pixels{extra})")
+        steps = {"steps": f", step size {args.attack_step_size}",
+                 "eps": f", {args.attack_steps} steps of eps x {args.attack_step_size / args.attack_eps:g}"
+                 if args.attack_eps else f", {args.attack_steps} steps of {args.attack_step_size}"}.get(
+            swept, f", {args.attack_steps} steps of {args.attack_step_size}")
+        return f"PGD ({mode}{eps}{steps})"
+    if swept != "eps":
+        eps += f" = {pixel_epsilon(args.attack_eps):.4f} in pixels"
+    extra = (f", {APGD_STEPS} steps" if swept != "steps" else "") if name == "apgd-ce" else ", standard"
+    return f"{'APGD-CE' if name == 'apgd-ce' else 'AutoAttack'} (torchattacks, L-inf{eps}{extra})"
 
 
 ################################################################################
@@ -228,12 +240,12 @@ def run_sweep(kind, values, make, run_eval, args, run_dir=None, writer=None, log
         w = csv.writer(f)
         w.writerow([kind, "clean_top1", "clean_top5", "adv_top1", "adv_top5", "attack_success"])
         w.writerows([[r[kind]] + [f"{r[k]:.2f}" for k in SWEEP_FIELDS] for r in rows])
-    fig = plot_sweep(kind, rows, describe(args))
+    fig = plot_sweep(kind, rows, describe(args, kind))
     png = os.path.join(run_dir, f"{kind}_sweep.png")
     fig.savefig(png)
     if writer is not None:
         writer.add_figure(f"Sweep/{kind}", fig, 0, close=False)
-    log(f"{kind} sweep ({describe(args)}):")
+    log(f"{kind} sweep ({describe(args, kind)}):")
     for r in rows:
         log(f"  {kind} {r[kind]}: acc@1 {r['adv_top1']:.2f} acc@5 {r['adv_top5']:.2f}, "
             f"attack success {r['success']:.1f}%")

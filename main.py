@@ -6,6 +6,9 @@
     python main.py ../data -e --resume logs/<run>/model_best.pth.tar [-v] [--tta]
     python main.py ../data -a -v --resume ...     # accuracy under the default PGD attack + image grids
     python main.py ../data --pgd                  # adversarial training
+    python main.py ../data -e --report --resume ...    # per-class metrics, confusion matrix (reports.py)
+    python main.py ../data -a autoattack --resume ...   # or apgd-ce; --eps-sweep LIST, --steps-sweep LIST,
+                                                        # --transfer-from CKPT (robustness.py)
     torchrun --nproc_per_node=2 main.py ../data --gpu -1   # DistributedDataParallel (gloo on CPU)
 
 Structure (after torchvision's reference scripts): `get_args_parser()`, `main(args)`, one

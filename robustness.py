@@ -8,6 +8,10 @@ builds the attackers and hooks it is given.
     python main.py ../data -a --resume CKPT --steps-sweep 1,2,5,10,20
     python main.py ../data -a --resume TARGET_CKPT --transfer-from SOURCE_CKPT
 
+Transfer. `--transfer-from` crafts every batch on the source model and evaluates the `--resume` model on
+it, in one pass. Saved images are a transfer test too: `main.py ../data -a --save-adv DIR --resume SOURCE`
+then `main.py DIR -e --resume TARGET` evaluates TARGET on SOURCE's adversarial images (8-bit rounded).
+
 Units. The kit's images are normalized per channel, `x = (p - mean_c) / std_c` for pixels p in [0, 1], and
 `--attack-eps` is an L-inf budget in those normalized units. torchattacks works on pixels in [0, 1] with
 one scalar budget, so its attacks get the model `p -> model((p - mean) / std)` and the pixel budget

@@ -6,6 +6,9 @@
     python main.py ../data -e --resume logs/<run>/model_best.pth.tar [-v] [--tta]
     python main.py ../data -a -v --resume ...     # accuracy under the default PGD attack + image grids
     python main.py ../data --pgd                  # adversarial training
+    python main.py ../data -e --report --resume ...    # per-class metrics, confusion matrix (reports.py)
+    python main.py ../data -a autoattack --resume ...   # or apgd-ce; --eps-sweep LIST, --steps-sweep LIST,
+                                                        # --transfer-from CKPT (robustness.py)
     torchrun --nproc_per_node=2 main.py ../data --gpu -1   # DistributedDataParallel (gloo on CPU)
 
 Structure (after torchvision's reference scripts): `get_args_parser()`, `main(args)`, one
@@ -27,6 +30,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+
+import reports
+import robustness
 
 EMBEDDED_EPOCHS = 16  # the demo's budget on the embedded dataset (about 3.5 minutes on 2 CPU cores)
 EMBEDDED_IMG_SIZE = 64  # the demo trains on 64x64 crops of the 128x128 synthetic images
@@ -87,7 +93,9 @@ def get_args_parser():
     p.add_argument("--resume", default="", metavar="PATH", help="checkpoint to resume training from or to evaluate")
     p.add_argument("-e", "--evaluate", action="store_true", help="evaluate on the validation set and exit")
     p.add_argument("--tta", action="store_true", help="with -e: average predictions over horizontal flips")
-    p.add_argument("-a", "--attack", action="store_true", help="evaluate under the default adversarial attack")
+    p.add_argument("-a", "--attack", nargs="?", const="pgd", default=None, metavar="{pgd,apgd-ce,autoattack}",
+                   help="evaluate under an attack: the student's PGD (default), or torchattacks' APGD-CE / "
+                        "AutoAttack (robustness.py)")
     p.add_argument("-v", "--vis", action="store_true", help="log image grids (-a: original/adversarial; -e: saliency)")
     models = p.add_argument_group("model (default: student_code.default_cnn_model)")
     models.add_argument("--use-simplenet", action="store_true", help="the given SimpleNet")
@@ -126,6 +134,14 @@ def get_args_parser():
     fast.add_argument("--compile", action="store_true", help="torch.compile the training forward (opt-in)")
     fast.add_argument("--fused-optim", action="store_true",
                       help="fused optimizer kernels where the device has them (else foreach)")
+    evals = p.add_argument_group("reports and robustness (reports.py, robustness.py)")
+    evals.add_argument("--report", action="store_true",
+                       help="with -e: per-class metrics and confusion matrix (CSV, PNG, TensorBoard)")
+    evals.add_argument("--eps-sweep", default=None, metavar="LIST",
+                       help="with -a: one attack per budget, e.g. 0,0.02,0.05,0.1,0.2 (CSV, PNG, TensorBoard)")
+    evals.add_argument("--steps-sweep", default=None, metavar="LIST", help="with -a: one attack per step count")
+    evals.add_argument("--transfer-from", default=None, metavar="CKPT",
+                       help="with -a: craft on the model of CKPT, evaluate the --resume model on the result")
     return p
 
 
@@ -149,6 +165,7 @@ def validate_args(args):
         raise UsageError(f"--img-size must be at least 32, got {args.img_size}")
     if args.evaluate and args.attack:
         raise UsageError("-e/--evaluate and -a/--attack are separate modes: use one of them")
+    robustness.validate_args(args, UsageError)
     chosen = [f"--{f.replace('_', '-')}" for f in MODEL_FLAGS if getattr(args, f)]
     if "--use-custom-conv" in chosen and len(chosen) == 2 and "--use-vit" not in chosen:
         chosen.remove("--use-custom-conv")  # SimpleNet / ResNet-18 built with the custom convolution
@@ -676,13 +693,15 @@ def predict(model, input, tta=False):
 
 
 def evaluate(model, loader, criterion, args, attacker=None, tta=False, vis=None, writer=None, save_adv=None,
-             epoch=0):
+             epoch=0, on_batch=None):
     """Accuracy over `loader` (this process's share, merged over processes).
 
     With `attacker`, every batch is also perturbed (`attacker.perturb(model, input)`, or with the labels
     for an untargeted attack) and the attacked accuracy and the attack success rate (the share of clean
     correct samples that the attack turns wrong) are reported. `vis` ("attack" or "saliency") logs image
-    grids of the first batch; `save_adv(dataset_indices, adv_batch)` receives every adversarial batch.
+    grids of the first batch; `save_adv(dataset_indices, adv_batch)` receives every adversarial batch;
+    `on_batch(input, target, output, adv, adv_output)` sees every batch (`adv`, `adv_output` None without
+    an attacker): the hook of `--report` (reports.py) and `--transfer-from` (robustness.py).
     Returns a dict of metrics (percent).
     """
     import fast_path
@@ -704,7 +723,8 @@ def evaluate(model, loader, criterion, args, attacker=None, tta=False, vis=None,
         meters["loss"].update(criterion(output, target).item(), n)
         meters["top1"].update(acc1, n), meters["top5"].update(acc5, n)
         if attacker is not None:
-            adv = attacker.perturb(model, input, target if args.attack_untargeted else None)
+            labels = args.attack_untargeted or getattr(attacker, "needs_labels", False)  # library attacks: always
+            adv = attacker.perturb(model, input, target if labels else None)
             with torch.no_grad():
                 adv_output = model(adv)
             adv1, adv5 = accuracy(adv_output, target)
@@ -718,6 +738,8 @@ def evaluate(model, loader, criterion, args, attacker=None, tta=False, vis=None,
             if vis == "attack" and i == 0 and writer is not None:
                 writer.add_image("Image/Org_Image", student_code.default_visfunction(input), epoch)
                 writer.add_image("Image/Adv_Image", student_code.default_visfunction(adv), epoch)
+        if on_batch is not None:
+            on_batch(input, target, output, *((adv, adv_output) if attacker is not None else (None, None)))
         if vis == "saliency" and i == 0 and writer is not None:
             saliency = student_code.default_attention(criterion).explain(model, input)
             writer.add_image("Image/Image_Atten", student_code.default_visfunction(input, saliency), epoch)
@@ -836,14 +858,27 @@ def main(args):
     net, eval_model = fast_path.training_module(net, args), fast_path.training_module(model, args, compile=False)
 
     if not training:
-        attacker = build_attacker(args, criterion) if args.attack else None
+        log = functools.partial(log_line, args)
+        if args.attack:
+            log(f"attack: {robustness.describe(args)}{f', crafted on {args.transfer_from}' if args.transfer_from else ''}")
+        attacker = robustness.make_attacker(args, criterion, num_classes, build_attacker) if args.attack else None
+        transfer = (robustness.TransferSource(args.transfer_from, args, num_classes, build_model, load_checkpoint,
+                                              UsageError) if args.transfer_from else None)
+        attacker = transfer.wrap(attacker) if transfer else attacker
+        collector = reports.PredictionCollector() if args.report else None
         save_adv = AdversarialImageWriter(args.save_adv, val_loader.full_dataset, args) if args.save_adv else None
         vis = ("attack" if args.attack else "saliency") if args.vis else None
         if vis == "saliency" and "saliency" in skipped:
             log_note(args, skipped["saliency"])
             vis = None
         metrics = evaluate(eval_model, val_loader, criterion, args, attacker=attacker, tta=args.tta, vis=vis,
-                           writer=writer, save_adv=save_adv)
+                           writer=writer, save_adv=save_adv, on_batch=robustness.chain_hooks(collector, transfer))
+        if collector is not None:
+            reports.write_report(collector, val_loader.full_dataset.classes, run_dir, writer, log)
+        if transfer is not None:
+            transfer.report(model_name(args), metrics, args, run_dir, writer, log)
+        robustness.run_sweeps(args, criterion, num_classes, build_attacker, run_dir, writer, log,
+                              lambda atk: evaluate(eval_model, val_loader, criterion, args, attacker=atk))
         if save_adv is not None:
             save_adv.finish(num_classes)
             log_line(args, f"adversarial images written to {args.save_adv} (evaluate them with: "

@@ -28,6 +28,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+import explain
+
 EMBEDDED_EPOCHS = 16  # the demo's budget on the embedded dataset (about 3.5 minutes on 2 CPU cores)
 EMBEDDED_IMG_SIZE = 64  # the demo trains on 64x64 crops of the 128x128 synthetic images
 RESNET18_FILE = "resnet18-f37072fd.pth"  # torchvision's ImageNet weights (ResNet18_Weights.IMAGENET1K_V1)
@@ -104,6 +106,7 @@ def get_args_parser():
                      help="with -a: untargeted attack on the true labels (default: least-likely class, no labels)")
     adv.add_argument("--save-adv", default=None, metavar="DIR",
                      help="with -a: write the adversarial images as 8-bit PNG + val.txt (MiniPlaces layout) to DIR")
+    explain.add_arguments(p)
     return p
 
 
@@ -138,6 +141,7 @@ def validate_args(args):
         raise UsageError("--tta applies to -e/--evaluate only")
     if args.fgsm and not args.pgd:
         raise UsageError("--fgsm selects the attack used by --pgd; add --pgd")
+    explain.validate(args, UsageError)
     if args.resume and not os.path.isfile(args.resume):
         raise UsageError(f"--resume: no checkpoint file at {args.resume}")
     if (args.evaluate or args.attack) and not args.resume:
@@ -692,9 +696,14 @@ def main(args):
     if not training:
         attacker = build_attacker(args, criterion) if args.attack else None
         save_adv = AdversarialImageWriter(args.save_adv, val_loader.full_dataset, args) if args.save_adv else None
-        vis = ("attack" if args.attack else "saliency") if args.vis else None
+        vis = ("attack" if args.attack else ("saliency" if not args.explain else None)) if args.vis else None
         metrics = evaluate(model, val_loader, criterion, args, attacker=attacker, tta=args.tta, vis=vis,
                            writer=writer, save_adv=save_adv)
+        if args.explain and is_main_process(args):  # --explain METHOD: maps, PNG grids, clean vs adversarial
+            try:
+                explain.run(args, model, val_loader, criterion, writer, run_dir, attacker, log=print)
+            except explain.ExplainError as exc:
+                raise UsageError(str(exc)) from None
         if save_adv is not None:
             save_adv.finish(num_classes)
             log_line(args, f"adversarial images written to {args.save_adv} (evaluate them with: "

@@ -641,9 +641,9 @@ def adversarial_training_step(model, input, target, criterion, optimizer, attack
     optimizer.step()
     return loss.detach(), output.detach()
     # END SOLUTION
-
-
 # BEGIN OPTIONAL PART 4
+
+
 ################################################################################
 # Part 4 (optional): explaining models, on clean and adversarial images
 ################################################################################

@@ -1,3 +1,4 @@
+# OPTIONAL PART 4 (tools/make_release.py ships this file only with --parts 1,2,3,4)
 """Public tests of the optional Part 4 (explanations): `SmoothGrad` (4a), `GradCAM` / `GradCAMPlusPlus`
 (4b), `IntegratedGradients` (4c), `attention_rollout` (4d).
 

@@ -33,6 +33,7 @@ import torch.nn as nn
 
 import reports
 import robustness
+import explain
 
 EMBEDDED_EPOCHS = 16  # the demo's budget on the embedded dataset (about 3.5 minutes on 2 CPU cores)
 EMBEDDED_IMG_SIZE = 64  # the demo trains on 64x64 crops of the 128x128 synthetic images
@@ -142,6 +143,7 @@ def get_args_parser():
     evals.add_argument("--steps-sweep", default=None, metavar="LIST", help="with -a: one attack per step count")
     evals.add_argument("--transfer-from", default=None, metavar="CKPT",
                        help="with -a: craft on the model of CKPT, evaluate the --resume model on the result")
+    explain.add_arguments(p)
     return p
 
 
@@ -177,6 +179,7 @@ def validate_args(args):
         raise UsageError("--tta applies to -e/--evaluate only")
     if args.fgsm and not args.pgd:
         raise UsageError("--fgsm selects the attack used by --pgd; add --pgd")
+    explain.validate(args, UsageError)
     if args.resume and not os.path.isfile(args.resume):
         raise UsageError(f"--resume: no checkpoint file at {args.resume}")
     if (args.evaluate or args.attack) and not args.resume:
@@ -867,7 +870,7 @@ def main(args):
         attacker = transfer.wrap(attacker) if transfer else attacker
         collector = reports.PredictionCollector() if args.report else None
         save_adv = AdversarialImageWriter(args.save_adv, val_loader.full_dataset, args) if args.save_adv else None
-        vis = ("attack" if args.attack else "saliency") if args.vis else None
+        vis = ("attack" if args.attack else ("saliency" if not args.explain else None)) if args.vis else None
         if vis == "saliency" and "saliency" in skipped:
             log_note(args, skipped["saliency"])
             vis = None
@@ -879,6 +882,11 @@ def main(args):
             transfer.report(model_name(args), metrics, args, run_dir, writer, log)
         robustness.run_sweeps(args, criterion, num_classes, build_attacker, run_dir, writer, log,
                               lambda atk: evaluate(eval_model, val_loader, criterion, args, attacker=atk))
+        if args.explain and is_main_process(args):  # --explain METHOD: maps, PNG grids, clean vs adversarial
+            try:
+                explain.run(args, model, val_loader, criterion, writer, run_dir, attacker, log=print)
+            except explain.ExplainError as exc:
+                raise UsageError(str(exc)) from None
         if save_adv is not None:
             save_adv.finish(num_classes)
             log_line(args, f"adversarial images written to {args.save_adv} (evaluate them with: "

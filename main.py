@@ -82,7 +82,7 @@ def get_args_parser():
     p.add_argument("-j", "--workers", type=int, default=2, help="data loading workers")
     p.add_argument("--epochs", type=int, default=None,
                    help=f"total epochs (default: 60 on a data folder, {EMBEDDED_EPOCHS} on the embedded dataset)")
-    p.add_argument("--warmup", type=float, default=None, help="linear warmup epochs (default: 5, or 1 for the demo)")
+    p.add_argument("--warmup", type=float, default=None, help="linear warmup epochs (default: 5, at most epochs/12; 1 for the demo)")
     p.add_argument("--start-epoch", type=int, default=0, help="epoch to start from (overridden by --resume)")
     p.add_argument("-b", "--batch-size", type=int, default=None, help="batch size per process (default 128; 64 for the demo)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 0.1 SGD, 0.01 SimpleNet, 3e-4 AdamW for ViT)")
@@ -191,8 +191,8 @@ def fill_defaults(args, embedded):
     vit = args.use_vit
     if args.epochs is None:
         args.epochs = EMBEDDED_EPOCHS if embedded else 60
-    if args.warmup is None:
-        args.warmup = 1.0 if embedded else 5.0
+    if args.warmup is None:  # 5 epochs, but never more than a twelfth of a short run (README: real data)
+        args.warmup = 1.0 if embedded else min(5.0, args.epochs / 12)
     if args.batch_size is None:
         args.batch_size = 64 if embedded else 128
     if args.img_size is None:

@@ -293,7 +293,12 @@ class _ResidualBlock(nn.Module):
 
 class ResidualCNN(nn.Module):
     """A small ResNet: 3x3/2 stem, three residual stages (each halving the resolution), global average
-    pooling and a linear head; about 1.2M parameters. Input `(N, 3, H, W)`, output `(N, num_classes)`."""
+    pooling and a linear head; about 1.2M parameters. Input `(N, 3, H, W)`, output `(N, num_classes)`.
+
+    Every BatchNorm starts at weight 1, bias 0 (no zero-initialised residual branches): each stage begins
+    with a strided 1x1 projection shortcut, so a zero-initialised branch would start the network as a chain
+    of 1x1 convolutions that see one pixel in 4 per stage, and it learns real images several times slower
+    (measured in README: 34% vs 90% top-1 after 6 epochs on digit scans)."""
 
     def __init__(self, conv_op=nn.Conv2d, num_classes=100, widths=(32, 64, 128, 256)):
         super().__init__()
@@ -306,8 +311,6 @@ class ResidualCNN(nn.Module):
             if isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        for block in self.stages:  # zero-init the last BN of each block: every block starts as identity-ish
-            nn.init.zeros_(block.bn2.weight)
 
     def forward(self, x):
         x = self.stages(self.stem(x))  # (N, widths[-1], H/16, W/16)

@@ -329,3 +329,58 @@ def test_compat_modules_behave_as_the_templates_documented(tmp_path):
     assert lr0 == 0.0 and abs(lr_warm - 0.5) < 1e-12, out["lrs"]
     assert abs(lr_mid - (1e-3 + 0.5 * (0.5 - 1e-3))) < 1e-9 and abs(lr_end - 1e-3) < 1e-12, out["lrs"]
     assert out["meter"] == 1.5 and out["grid"][0] == 3
+
+
+# ------------------------------------------------------------------------------------------ scoring
+class _Grade:
+    """The shape of the grader's ItemGrade that `scoring.entry` reads."""
+
+    def __init__(self, number, checks, failure=None):
+        self.item = type("Item", (), {"number": number})()
+        self.components, self.failure, self.forbidden, self.notes = list(checks), failure, [], []
+
+
+_CHECKS_3A = [("untargeted attack (target given) matches the reference PGD", 0.5, True, ""),
+              ("targeted attack (target=None: least-confident class) matches the reference PGD", 0.5, False, "x"),
+              ("every attack stays in the epsilon ball; leaves the model as found", 0.5, True, ""),
+              ("GradAttention saliency matches autograd; model left as found", 0.5, True, "")]
+
+
+def test_scoring_keeps_the_kits_score_for_the_kit():
+    from grading.versions import scoring
+
+    e = scoring.entry(PROFILES["kit"], _Grade("3a", _CHECKS_3A), corpus.correct_text("kit"))
+    assert (e["score"], e["max_score"]) == (1.5, 2.0), e
+
+
+def test_scoring_drops_what_a_version_lacks_and_rescales():
+    from grading.versions import scoring
+
+    e = scoring.entry(PROFILES["2024"], _Grade("3a", _CHECKS_3A), corpus.correct_text("2024"))
+    # untargeted and saliency dropped; targeted failed, rules passed: half of 2 points
+    assert (e["score"], e["max_score"]) == (1.0, 2.0), e
+    assert "GradAttention" not in e["output"] and "untargeted" not in e["output"]
+    e = scoring.entry(PROFILES["2022-23"], _Grade("3a", _CHECKS_3A), corpus.correct_text("2022-23"))
+    assert (e["score"], e["max_score"]) == (1.5, 2.0), e  # PGD 1 point (half passed), saliency 1 point
+    assert "Fall 2022" in e["output"]
+
+
+def test_scoring_gives_nothing_for_given_code():
+    from grading.versions import scoring
+
+    checks = [("TransformerBlock with global attention: output and gradients (eval mode)", 0.5, True, ""),
+              ("TransformerBlock with window attention (padding handled): output and gradients", 0.5, True, ""),
+              ("SimpleViT: output and gradients", 0.5, True, ""), ("default_vit_model builds", 0.5, True, "")]
+    stub_vit = corpus.mutant_text("2024", "given_code_only_vit")
+    e = scoring.entry(PROFILES["2024"], _Grade("2b", checks), stub_vit)
+    assert e["score"] == 0.0 and "still the template's" in e["output"], e
+    e = scoring.entry(PROFILES["2024"], _Grade("2b", checks), corpus.correct_text("2024"))
+    assert e["score"] == 2.0 and "TransformerBlock" not in e["output"], e  # given block: not graded
+    e = scoring.entry(PROFILES["2025"], _Grade("2b", checks), corpus.correct_text("2025"))
+    assert e["score"] == 2.0 and "TransformerBlock" in e["output"], e
+    assert scoring.entry(PROFILES["2022-23"], _Grade("2a", checks), "") is None  # no 2a in 2022-23
+    e = scoring.entry(PROFILES["2024"], _Grade("3b", []), "")
+    assert e["score"] == 0.0 and "staff" in e["output"]
+    e = scoring.entry(PROFILES["2025"], _Grade("1b-iii", [("fits a small fixed batch", 1.0, True, "")]),
+                      corpus.correct_text("2025").replace("default_cnn_model = BetterNet", "default_cnn_model = SimpleNet"))
+    assert e["score"] == 0.0 and "default_cnn_model" in e["output"], e

@@ -188,8 +188,7 @@ KIT_STUBS_FROM_RELEASE = None
 
 def _part1(cnn_stub):
     return (
-        _item("1a", "1a CustomConv2DFunction: forward and backward", 2,
-              [("forward", 1.0, _CONV[:1]), ("backward", 1.0, _CONV[1:])]),
+        _item("1a", "1a CustomConv2DFunction: forward and backward", 2, [("convolution", 2.0, _CONV)]),
         _item("1b-i", "1b-i SimpleNet trains with your CustomConv2d", 1, [("training", 1.0, _CONV)]),
         _item("1b-ii", "1b-ii SimpleNet: CustomConv2d equals nn.Conv2d", 1, [("equivalence", 1.0, _CONV)]),
         _item("1b-iii", "1b-iii default_cnn_model", 1, [("design", 1.0, (cnn_stub,))]),

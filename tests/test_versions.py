@@ -384,3 +384,16 @@ def test_scoring_gives_nothing_for_given_code():
     e = scoring.entry(PROFILES["2025"], _Grade("1b-iii", [("fits a small fixed batch", 1.0, True, "")]),
                       corpus.correct_text("2025").replace("default_cnn_model = BetterNet", "default_cnn_model = SimpleNet"))
     assert e["score"] == 0.0 and "default_cnn_model" in e["output"], e
+
+
+def test_adapters_accept_the_plain_call_dict():
+    calls = adapters.calls(PROFILES["2022-23"])
+    assert calls == json.loads(json.dumps(calls))  # plain data: travels in an item's inputs
+
+    class Attack:
+        def perturb(self, model, x):
+            assert not model.training
+            return x + 1
+
+    model = nn.Linear(2, 2).train()
+    assert adapters.perturb(calls, Attack(), model, torch.zeros(1, 2)).sum() == 2 and model.training

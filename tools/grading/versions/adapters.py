@@ -25,8 +25,17 @@ class NotInVersion(Exception):
     """The call asked for does not exist in this template version (e.g. saliency in 2024)."""
 
 
+CALL_FIELDS = ("name", "perturb_takes_target", "perturb_after_eval", "explain", "transforms_arg", "visfunction")
+
+
+def calls(profile):
+    """The call facts of `profile` as a plain dict (what the sandbox receives in an item's inputs; every
+    function here accepts it in place of the Profile)."""
+    return {f: getattr(profile, f) for f in CALL_FIELDS}
+
+
 def _get(profile, field):
-    return getattr(profile, field)
+    return profile[field] if isinstance(profile, dict) else getattr(profile, field)
 
 
 @contextlib.contextmanager
@@ -57,26 +66,26 @@ def make_attack(profile, sc, loss_fn, num_steps=None, step_size=None, epsilon=No
 def perturb(profile, attack, model, x, target=None):
     """Adversarial inputs as the version's runner asked for them. `target` (true labels, untargeted attack)
     exists only where `perturb` takes it (the kit); elsewhere it raises `NotInVersion`."""
-    if target is not None and not profile.perturb_takes_target:
-        raise NotInVersion(f"the {profile.name} template's perturb(model, input) has no target")
-    with runner_eval(model, profile.perturb_after_eval):
-        if profile.perturb_takes_target:
+    if target is not None and not _get(profile, 'perturb_takes_target'):
+        raise NotInVersion(f"the {_get(profile, 'name')} template's perturb(model, input) has no target")
+    with runner_eval(model, _get(profile, 'perturb_after_eval')):
+        if _get(profile, 'perturb_takes_target'):
             return attack.perturb(model, x, target)
         return attack.perturb(model, x)
 
 
 def make_explainer(profile, sc, loss_fn):
-    if profile.explain is None:
-        raise NotInVersion(f"the {profile.name} template has no saliency method")
+    if _get(profile, 'explain') is None:
+        raise NotInVersion(f"the {_get(profile, 'name')} template has no saliency method")
     factory = getattr(sc, "default_attention", None) or sc.GradAttention
     return factory(loss_fn)
 
 
 def explain(profile, explainer, model, x):
     """The saliency map, the model put in eval mode first where that version's runner did so."""
-    if profile.explain is None:
-        raise NotInVersion(f"the {profile.name} template has no saliency method")
-    with runner_eval(model, profile.explain == "after_eval"):
+    if _get(profile, 'explain') is None:
+        raise NotInVersion(f"the {_get(profile, 'name')} template has no saliency method")
+    with runner_eval(model, _get(profile, 'explain') == "after_eval"):
         return explainer.explain(model, x)
 
 
@@ -86,9 +95,9 @@ def transforms(profile, sc, train, img_size=128, normalize=None):
     `normalize` (2022-23 only) is the runner's `Normalize(mean, std)`; by default the sandbox's
     `custom_transforms.Normalize` with the ImageNet statistics."""
     fn = sc.get_train_transforms if train else sc.get_val_transforms
-    if profile.transforms_arg == "img_size":
+    if _get(profile, 'transforms_arg') == "img_size":
         return fn(img_size)
-    if profile.transforms_arg == "normalize":
+    if _get(profile, 'transforms_arg') == "normalize":
         if normalize is None:
             import custom_transforms  # the sandbox's compat module (the course's name)
             normalize = custom_transforms.Normalize(mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD))
@@ -98,7 +107,7 @@ def transforms(profile, sc, train, img_size=128, normalize=None):
 
 def visualize(profile, sc, x, vis_output=None):
     """The student's `default_visfunction` image grid, called with the version's arguments."""
-    if profile.visfunction == "grid":
+    if _get(profile, 'visfunction') == "grid":
         return sc.default_visfunction(x)
     if vis_output is None:
         return sc.default_visfunction(x)

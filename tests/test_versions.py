@@ -397,3 +397,64 @@ def test_adapters_accept_the_plain_call_dict():
 
     model = nn.Linear(2, 2).train()
     assert adapters.perturb(calls, Attack(), model, torch.zeros(1, 2)).sum() == 2 and model.training
+
+
+# ------------------------------------------------------------------------------------------ 2b by behaviour
+_CHILD_LIB = textwrap.dedent('''
+    import torch
+    def plain(t):
+        return None if t is None else t.detach().cpu().contiguous().clone()
+    def describe(exc):
+        return f"{type(exc).__name__}: {exc}"[:300]
+    def stage(res, name, fn):
+        try:
+            res[name] = fn()
+        except BaseException as exc:
+            res[name] = {"error": describe(exc)}
+''')
+
+
+def _run_item_child(version, text, run_fn, inp, tmp_path):
+    """Run an item's `run(sc, inp, lib)` source alone next to `text` in a sandbox-like folder (a fresh
+    interpreter, a minimal lib with the childlib helpers it uses); return its raw outputs."""
+    import inspect
+
+    d = corpus.sandbox_dir(version, text, str(tmp_path))
+    torch.save(inp, os.path.join(d, "inp.pt"))
+    with open(os.path.join(d, "_lib.py"), "w") as f:
+        f.write(_CHILD_LIB)
+    script = ("import sys, torch, torch.nn as nn, torch.nn.functional as F\nsys.path.insert(0, '.')\n"
+              "torch.set_num_threads(1)\nimport _lib as lib, student_code as sc\n"
+              + textwrap.dedent(inspect.getsource(run_fn))
+              + "\ntorch.save(run(sc, torch.load('inp.pt', weights_only=True), lib), 'out.pt')\n")
+    res = subprocess.run([PYTHON, "-c", script], cwd=d, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return torch.load(os.path.join(d, "out.pt"), weights_only=True)
+
+
+def _vit_entry(version, text, tmp_path):
+    from grading.versions import scoring, vit_behaviour
+
+    inp = vit_behaviour.inputs()
+    out = _run_item_child(version, text, vit_behaviour.run, inp, tmp_path)
+    return scoring.entry(PROFILES[version], _Grade("2b", vit_behaviour.checks(inp, out)), text)
+
+
+def test_vit_by_behaviour_full_marks_for_own_names(tmp_path):
+    # 2022-23's SimpleViT names its parts embed / layers / norm / fc: nothing of the kit's state_dict keys
+    e = _vit_entry("2022-23", corpus.correct_text("2022-23"), tmp_path)
+    assert (e["score"], e["max_score"]) == (4.0, 4.0), e["output"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version,name,score", [("2025", None, 2.0), ("2024", None, 2.0),
+                                                ("2025", "attn_head_merge", 1.0),
+                                                ("2025", "vit_window_everywhere", None),
+                                                ("2024", "given_code_only_vit", 0.0)])
+def test_vit_by_behaviour(version, name, score, tmp_path):
+    text = corpus.correct_text(version) if name is None else corpus.mutant_text(version, name)
+    e = _vit_entry(version, text, tmp_path)
+    if score is None:
+        assert e["score"] < e["max_score"] and "window_size" in e["output"], e["output"]
+    else:
+        assert e["score"] == score, e["output"]

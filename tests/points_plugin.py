@@ -22,8 +22,11 @@ Two report styles, chosen by the ini option `points_report` (the student release
   failure's message), the points table, and a last line `tests: N passed, N failed, N skipped`;
 - `full`, or `short` with `-v`: pytest's usual output, then the points table.
 `--part 1a` (repeatable, or `--part 1a,2b`) runs only the tests of those rubric items.
+The optional Part 4 (4a-4d) is listed when the course ships it (`course_parts.json` next to `main.py`
+names Part 4; its points come from there too) or when its tests ran.
 """
 import fnmatch
+import json
 import os
 import re
 
@@ -42,7 +45,15 @@ RUBRIC = (
     ("3a", 2.0, False, "PGDAttack, default_attack, GradAttention"),
     ("3b", 2.0, True, "adversarial_training_step (bonus)"),
 )
-ITEMS = tuple(item for item, _, _, _ in RUBRIC)
+# the optional Part 4: (item, what); points from course_parts.json
+OPTIONAL_RUBRIC = (
+    ("4a", "SmoothGrad"),
+    ("4b", "GradCAM, GradCAMPlusPlus"),
+    ("4c", "IntegratedGradients"),
+    ("4d", "attention_rollout"),
+)
+COURSE_PARTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "course_parts.json")
+ITEMS = tuple(item for item, _, _, _ in RUBRIC) + tuple(item for item, _ in OPTIONAL_RUBRIC)
 # (test file glob, regex on the test name or None, item); first match wins
 RULES = (
     ("test_conv*.py", None, "1a"),
@@ -146,8 +157,27 @@ def outcomes(stats):
     return out
 
 
-def summary_lines(results):
-    """The summary table (list of strings) for `{nodeid: (outcome, item)}`."""
+def course_config(path=COURSE_PARTS):
+    """`(parts shipped, {optional item: points})` from `course_parts.json` (Parts 1-3 without it)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            config = json.load(fh)
+    except (OSError, ValueError):
+        return ("1", "2", "3"), {}
+    return tuple(config.get("parts", ("1", "2", "3"))), {k: float(v) for k, v in config.get("part4_points", {}).items()}
+
+
+def rubric_for(results, config=None):
+    """The rows to show: the core rubric, plus Part 4's when the course ships it or its tests ran."""
+    parts, points = config if config is not None else course_config()
+    seen = {item for _, item in results.values()}
+    optional = tuple((item, points.get(item, 1.0), False, what) for item, what in OPTIONAL_RUBRIC
+                     if "4" in parts or item in seen)
+    return RUBRIC + optional
+
+
+def summary_lines(results, config=None):
+    """The summary table (list of strings) for `{nodeid: (outcome, item)}`; `config` as `course_config()`."""
     per = {item: {"passed": 0, "failed": 0, "skipped": 0} for item in ITEMS}
     other = {"passed": 0, "failed": 0, "skipped": 0}
     for outcome, item in results.values():
@@ -155,7 +185,7 @@ def summary_lines(results):
     lines = [f"{'item':<7} {'points':>11}  {'public tests':<32} what"]
     total = bonus = 0.0
     max_total = max_bonus = 0.0
-    for item, points, is_bonus, what in RUBRIC:
+    for item, points, is_bonus, what in rubric_for(results, config):
         c = per[item]
         ran = c["passed"] + c["failed"]
         if is_bonus:

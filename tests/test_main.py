@@ -458,3 +458,88 @@ def test_clip_grad_clips_before_every_step(vit):
     clipped = torch.nn.utils.get_total_norm([p.grad for p in model.parameters()]).item()
     assert raw > 0.25 and clipped == pytest.approx(0.25, rel=1e-4), \
         f"gradient norm {raw:.3g} before the step, {clipped:.3g} after clipping (expected 0.25)"
+
+
+FAST_PATH = ["--decoded-cache", "--gpu-augment", "--amp", "--channels-last", "--fused-optim"]
+
+
+@pytest.fixture()
+def kit_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINIPLACES_KIT_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.mark.parametrize("levers", [["--decoded-cache"], FAST_PATH], ids=["cache-opencv", "all-levers"])
+def test_fast_path_trains_and_saves_a_plain_checkpoint(levers, tiny, kit_cache, tmp_path, capsys):
+    """The fast path's levers on CPU: a run trains, ends with the final line, and its checkpoint is the
+    plain model's (no wrapper prefixes) and loads into a run without the levers (`-e`)."""
+    logs = str(tmp_path / "logs")
+    code, out, err = run_cli([tiny, "--epochs", "2", "--log-dir", logs] + FAST + levers, capsys)
+    assert code == 0, err
+    final_acc(out)
+    assert any(p.suffix == ".u8" for p in (kit_cache / "decoded").iterdir()), "no decoded cache was written"
+    [run] = run_folders(logs)
+    ckpt = torch.load(os.path.join(run, "checkpoint.pth.tar"), map_location="cpu", weights_only=True)
+    bad = [k for k in ckpt["state_dict"] if k.startswith(("module.", "_orig_mod."))]
+    assert not bad, f"wrapper prefixes in the checkpoint: {bad[:3]}"
+    if "--fused-optim" in levers:
+        assert any(g.get("fused") or g.get("foreach") for g in ckpt["optimizer"]["param_groups"])
+    code, out, err = run_cli([tiny, "-e", "--resume", os.path.join(run, "model_best.pth.tar"), "--log-dir", logs]
+                             + FAST, capsys)
+    assert code == 0, err
+
+
+def test_gpu_augment_resume_is_exact(tiny, kit_cache, tmp_path, capsys, monkeypatch):
+    """--gpu-augment keeps `--resume` exact: resuming from the epoch-1 checkpoint of a 3-epoch run ends
+    with the same weights as the uninterrupted run (the device batches are seeded per epoch)."""
+    saved = []
+    original = runner.save_atomic
+
+    def keep_epoch_one(obj, path):
+        original(obj, path)
+        if obj["epoch"] == 1 and path.endswith("checkpoint.pth.tar"):
+            original(obj, str(tmp_path / "epoch1.pth.tar"))
+            saved.append(path)
+
+    monkeypatch.setattr(runner, "save_atomic", keep_epoch_one)
+    argv = [tiny, "--epochs", "3", "--use-simplenet"] + FAST + FAST_PATH
+    code, out, err = run_cli(argv + ["--log-dir", str(tmp_path / "full")], capsys)
+    assert code == 0 and saved, err
+    full_line = final_acc(out)
+    code, out, err = run_cli(argv + ["--log-dir", str(tmp_path / "resumed"), "--resume",
+                                     str(tmp_path / "epoch1.pth.tar")], capsys)
+    assert code == 0, err
+    assert final_acc(out) == full_line
+    a = torch.load(glob.glob(str(tmp_path / "full" / "*" / "checkpoint.pth.tar"))[0], weights_only=True)
+    b = torch.load(glob.glob(str(tmp_path / "resumed" / "*" / "checkpoint.pth.tar"))[0], weights_only=True)
+    assert a["epoch"] == b["epoch"] == 3
+    for name, tensor in a["state_dict"].items():
+        assert torch.equal(tensor, b["state_dict"][name]), \
+            f"{name} differs after resume (largest difference {(tensor.float() - b['state_dict'][name].float()).abs().max()})"
+
+
+def test_gpu_augment_refuses_a_pipeline_it_cannot_run(tiny, kit_cache, tmp_path, capsys, monkeypatch):
+    import custom_augment
+    import student_code
+
+    monkeypatch.setattr(student_code, "get_train_transforms", lambda img_size=128: custom_augment.Compose(
+        [custom_augment.Scale(img_size), custom_augment.CenterCrop(img_size), custom_augment.ToTensor()]))
+    code, _, err = run_cli([tiny, "--epochs", "1", "--gpu-augment", "--log-dir", str(tmp_path / "logs")] + FAST,
+                           capsys)
+    assert code == 2 and err.startswith("error:") and "--gpu-augment" in err and "OpenCV path" in err, err
+
+
+def test_torchrun_two_processes_with_the_decoded_cache(tiny, tmp_path):
+    """DDP with --gpu-augment on CPU: local rank 0 builds the cache while the other waits (one entry per
+    split), each rank trains on its shard (see test_decoded_cache.py), rank 0 alone writes the run folder."""
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    cmd = [torchrun, "--standalone", "--nproc_per_node=2", os.path.join(ROOT, "main.py"), tiny, "--gpu", "-1",
+           "--epochs", "1", "--log-dir", str(tmp_path / "logs"), "--gpu-augment"] + FAST[:-2]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MINIPLACES_KIT_CACHE=str(tmp_path / "cache"))
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "x2 processes" in res.stdout and res.stdout.count("******Acc@1") == 1, res.stdout
+    metas = glob.glob(str(tmp_path / "cache" / "decoded" / "*.json"))
+    assert len(metas) == 2, f"expected one cache entry per split, got {metas}"
+    [run] = run_folders(tmp_path / "logs")
+    assert os.path.isfile(os.path.join(run, "checkpoint.pth.tar"))

@@ -19,12 +19,26 @@ import pytest
 from _staff import ROOT, TOOLS, reference_source, slow_selected  # noqa: F401 (slow_selected: a fixture)
 
 from release import files, grade, markers, verify  # noqa: E402
+from release import parts as course_parts  # noqa: E402
 
-PARTS = {"1a", "1b-iii", "2a", "2b", "3a", "3b"}
+PARTS = {"1a", "1b-iii", "2a", "2b", "3a", "3b", "4a", "4b", "4c", "4d"}
 STUBBED = {"CustomConv2DFunction.forward", "CustomConv2DFunction.backward", "default_cnn_model",
            "Attention.forward", "TransformerBlock.forward", "SimpleViT.__init__", "SimpleViT.forward",
            "default_vit_model", "PGDAttack.perturb", "default_attack", "GradAttention.explain",
-           "default_attention", "adversarial_training_step"}
+           "default_attention", "adversarial_training_step", "SmoothGrad.explain", "GradCAM.channel_weights",
+           "GradCAM.layer_cam", "GradCAMPlusPlus.channel_weights", "IntegratedGradients.attribute",
+           "attention_rollout"}
+PART4_NAMES = ("SmoothGrad", "GradCAM", "GradCAMPlusPlus", "IntegratedGradients", "attention_rollout")
+
+
+def course_reference(ship=course_parts.REQUIRED):
+    """The reference of a course shipping `ship` (default: Parts 1-3, optional Part 4 left out)."""
+    return course_parts.select_text(reference_source(), ship)
+
+
+def course_handout(ship=course_parts.REQUIRED, points=None):
+    with open(os.path.join(ROOT, "HANDOUT.md"), encoding="utf-8") as fh:
+        return course_parts.fill_points(course_parts.select_text(fh.read(), ship, "HANDOUT.md"), points or {})
 FAST_PARTS = "2a,3b"  # two quick items for the fast grading tier
 
 SAMPLE = '''"""doc"""
@@ -104,6 +118,46 @@ def test_reference_markers_cover_every_part():
     assert {b.part for b in blocks} == PARTS
     assert {b.qualname for b in blocks if not b.module_level} == STUBBED
     assert verify.check_stub_text(reference_source(), stub, blocks) == []
+    assert course_parts.optional_parts_in(reference_source()) == ["4"]
+
+
+# ----------------------------------------------------------------------------------------- optional parts
+OPTIONAL_SAMPLE = "a = 1\n# BEGIN OPTIONAL PART 4\nb = 2\n# END OPTIONAL PART 4\nc = 3\n"
+
+
+def test_optional_part_selection_and_markers():
+    assert course_parts.select_text(OPTIONAL_SAMPLE, ("1", "2", "3")) == "a = 1\nc = 3\n"
+    assert course_parts.select_text(OPTIONAL_SAMPLE, ("1", "2", "3", "4")) == "a = 1\nb = 2\nc = 3\n"
+    md = "x\n<!-- BEGIN OPTIONAL PART 4 -->\n| 4a | @4a_POINTS@ | @PART4_POINTS@ |\n<!-- END OPTIONAL PART 4 -->\n"
+    assert course_parts.select_text(md, ("1", "2", "3")) == "x\n"
+    shipped = course_parts.fill_points(course_parts.select_text(md, ("1", "2", "3", "4")),
+                                       course_parts.split_points(6))
+    assert shipped == "x\n| 4a | 1.5 | 6 |\n"
+    for bad, message in (("# BEGIN OPTIONAL PART 4\n", "never closed"), ("# END OPTIONAL PART 4\n", "without"),
+                         ("# BEGIN OPTIONAL PART 4\n# BEGIN OPTIONAL PART 4\n", "inside")):
+        with pytest.raises(course_parts.PartsError, match=message):
+            course_parts.select_text(bad, ("1", "2", "3"))
+    assert course_parts.parse_parts("4,1,2,3") == ("1", "2", "3", "4")
+    for bad in ("1,2", "1,2,3,5"):
+        with pytest.raises(course_parts.PartsError):
+            course_parts.parse_parts(bad)
+    with pytest.raises(course_parts.PartsError):
+        course_parts.split_points(0)
+
+
+def test_default_course_leaves_part4_out_of_every_shipped_file():
+    """Parts 1-3 (the default): the stub is exactly the one of a reference without Part 4, no Part 4 name,
+    test or handout line ships; with Part 4 its tests and oracle requirements ship too."""
+    assert course_parts.load_config(ROOT)["parts"] == ["1", "2", "3"]
+    stub, _ = markers.strip_source(course_reference())
+    assert not any(name in stub for name in PART4_NAMES) and "OPTIONAL PART" not in stub
+    handout = course_handout()
+    assert "Part 4" not in handout and "_POINTS@" not in handout and "explain smoothgrad" not in handout
+    default, _ = files.release_files(ROOT)
+    full, _ = files.release_files(ROOT, ("1", "2", "3", "4"))
+    assert set(full) - set(default) == {"tests/test_explain.py", "requirements-oracles.txt"}
+    assert "tests/hidden/test_explain_hidden.py" in files.bundle_files(ROOT, ("1", "2", "3", "4"))
+    assert "tests/hidden/test_explain_hidden.py" not in files.bundle_files(ROOT)
 
 
 # ----------------------------------------------------------------------------------------- the checks
@@ -210,6 +264,13 @@ def test_points_plugin_maps_tests_and_counts_only_fully_passing_items():
     assert pp.part_of("tests/test_blocks.py::test_z") is None
     assert pp.part_of("tests/test_blocks.py::test_z", marker_part="2b") == "2b"
     assert [i for i, _, _, _ in pp.RUBRIC] == ["1a", "1b-i", "1b-ii", "1b-iii", "1b-iv", "2a", "2b", "3a", "3b"]
+    four = pp.summary_lines({"a": ("passed", "4a"), "b": ("failed", "4c")},
+                            config=(("1", "2", "3", "4"), {"4a": 1.5, "4b": 1.5, "4c": 1.5, "4d": 1.5}))
+    assert any(line.startswith("4a") and "1.5/1.5" in line for line in four)
+    assert any(line.startswith("4d") and "not run" in line for line in four)
+    assert four[-1].startswith("estimate 1.5/18 + bonus 0/2")
+    assert not any(line.startswith("4") for line in pp.summary_lines({"a": ("passed", "2a")},
+                                                                     config=(("1", "2", "3"), {})))
     assert sum(p for _, p, bonus, _ in pp.RUBRIC if not bonus) == 12
     lines = pp.summary_lines({"a": ("passed", "2a"), "b": ("passed", "2a"), "c": ("skipped", "2a"),
                               "d": ("passed", "1a"), "e": ("failed", "1a"), "f": ("passed", "3b"),
@@ -335,7 +396,9 @@ def test_release_layout(built):
               or os.path.basename(p).startswith(("test_release", "test_mutants", "test_zip_submission",
                                                  "test_autograde", "test_hostile"))]
     assert not leaked, f"staff files in the release: {leaked}"
-    assert (release / "README.md").read_bytes() == open(os.path.join(ROOT, "HANDOUT.md"), "rb").read()
+    assert (release / "README.md").read_text(encoding="utf-8") == course_handout()
+    assert "tests/test_explain.py" not in shipped and "requirements-oracles.txt" not in shipped
+    assert json.loads((release / "course_parts.json").read_text())["parts"] == ["1", "2", "3"]
     for name in ("main.py", "custom_blocks.py", "custom_dataloader.py", "custom_augment.py", "zip_submission.py",
                  "requirements.txt", "requirements-cpu.txt"):
         assert (release / name).read_bytes() == open(os.path.join(ROOT, name), "rb").read(), name
@@ -345,15 +408,15 @@ def test_release_layout(built):
 
 def test_release_stub_is_the_stripped_reference(built):
     stub = (built / "release" / "student_code.py").read_text(encoding="utf-8")
-    expected, blocks = markers.strip_source(reference_source())
+    expected, blocks = markers.strip_source(course_reference())
     assert stub == expected
     assert "BEGIN SOLUTION" not in stub and "END SOLUTION" not in stub
-    assert verify.check_stub_text(reference_source(), stub, blocks) == []
+    assert verify.check_stub_text(course_reference(), stub, blocks) == []
 
 
 def test_release_stubs_raise_naming_their_part(built):
     """Each stub, called, raises NotImplementedError("Part X: implement Q ...") (in a fresh interpreter)."""
-    _, blocks = markers.strip_source(reference_source())
+    _, blocks = markers.strip_source(course_reference())
     targets = sorted({(b.qualname, b.part) for b in blocks if not b.module_level})
     results = verify.run_probe("call-stubs", str(built / "release"), json.dumps([list(t) for t in targets]))
     got = {r["qualname"]: (r["raised"], r["message"]) for r in results}
@@ -363,10 +426,11 @@ def test_release_stubs_raise_naming_their_part(built):
             f"{qualname}: {raised}: {message}"
 
 
-def test_release_api_equals_the_reference(built):
-    ref = verify.run_probe("describe", ROOT)
+def test_release_api_equals_the_reference(built, tmp_path):
+    ref = verify.run_probe("describe", str(_unpacked_bundle(built, tmp_path)))  # the course's reference
+    assert "SmoothGrad" not in ref and "PGDAttack" in ref
     stub = verify.run_probe("describe", str(built / "release"))
-    removed = markers.module_level_names(reference_source(), markers.parse_blocks(reference_source()))
+    removed = markers.module_level_names(course_reference(), markers.parse_blocks(course_reference()))
     assert verify.check_api(ref, stub, removed) == []
     assert removed and not removed & set(stub)
 
@@ -389,7 +453,8 @@ def test_bundle_contents_and_determinism(built):
         run = zf.read("run_autograder").decode()
         assert ("tools/autograde.py /autograder/submission --results /autograder/results/results.json" in run
                 and "--kit /autograder/source" in run)
-        assert zf.read("student_code.py") == open(os.path.join(ROOT, "student_code.py"), "rb").read()
+        assert zf.read("student_code.py").decode("utf-8") == course_reference()
+        assert not [n for n in names if "explain" in n and n.startswith("tests/")], "Part 4 tests in the default bundle"
     # a second bundle from the same sources is byte-identical
     entries = {i.filename: zipfile.ZipFile(built / "autograder.zip").read(i.filename) for i in infos}
     again = built / "again.zip"
@@ -434,8 +499,21 @@ def test_bundle_grades_reference_full_and_release_zero_on_two_parts(built, tmp_p
 
 
 @pytest.mark.slow
-def test_full_build_grades_reference_full_and_release_zero(tmp_path, slow_selected):
-    proc = subprocess.run([sys.executable, os.path.join(TOOLS, "make_release.py"), str(tmp_path / "out")],
+@pytest.mark.parametrize("ship", [[], ["--parts", "1,2,3,4", "--part4-points", "6"]], ids=["default", "with-part4"])
+def test_full_build_grades_reference_full_and_release_zero(tmp_path, slow_selected, ship):
+    proc = subprocess.run([sys.executable, os.path.join(TOOLS, "make_release.py"), str(tmp_path / "out")] + ship,
                           capture_output=True, text=True, timeout=3000, cwd=ROOT)
     assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     assert "reference:" in proc.stdout and "release:" in proc.stdout
+    release = tmp_path / "out" / "release"
+    assert ("SmoothGrad" in (release / "student_code.py").read_text()) == bool(ship)
+    assert (release / "tests" / "test_explain.py").exists() == bool(ship)
+
+
+def test_parts_flags_are_checked(tmp_path):
+    for argv, message in ((["--parts", "1,2"], "always ship"), (["--parts", "1,2,3,7"], "unknown part"),
+                          (["--part4-points", "3"], "needs Part 4"),
+                          (["--parts", "1,2,3,4", "--part4-points", "-1"], "positive")):
+        proc = subprocess.run([sys.executable, os.path.join(TOOLS, "make_release.py"), str(tmp_path / "o")] + argv,
+                              capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert proc.returncode == 2 and message in proc.stderr, (argv, proc.stderr)

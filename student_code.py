@@ -7,8 +7,10 @@ Part 3 - Adversarial robustness (2 + 2 bonus): `PGDAttack`, `default_attack`, `G
     `default_attention`, `default_visfunction` (3a), `adversarial_training_step` (3b, bonus).
 Also the data transforms `get_train_transforms` / `get_val_transforms`, which you may tune.
 
-Fill in the code between the markers of each stub. Run the public tests with `python -m pytest tests`, train
-with `python main.py [DATA] [flags]` and package your work with `python zip_submission.py`.
+Every place to fill raises `NotImplementedError("Part X: implement ...")`: replace that line with your code
+and keep the names, signatures and docstrings (the grader imports them). Run the public tests with
+`python -m pytest tests`, train with `python main.py [DATA] [flags]` and package your work with
+`python zip_submission.py`.
 Tensor shapes are written as `(N, C, H, W)` (images, channels first) and `(B, H, W, C)` (token grids).
 """
 import math
@@ -129,8 +131,8 @@ class CustomConv2DFunction(Function):
         # save the input, not `cols` (K*K times larger): backward unfolds it again, as nn.Conv2d keeps the input
         ctx.save_for_backward(input_feats, weight)
         ctx.conf = (stride, padding, H, W, bias is not None)
-        # END SOLUTION
         return output
+        # END SOLUTION
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -170,8 +172,8 @@ class CustomConv2DFunction(Function):
             grad_weight = torch.bmm(grad_out3d, cols.transpose(1, 2)).sum(0).view_as(weight)  # (C_out, C_in, K, K)
         if has_bias and ctx.needs_input_grad[2]:
             grad_bias = grad_out3d.sum(dim=(0, 2))  # (C_out,)
-        # END SOLUTION
         return grad_input, grad_weight, grad_bias, None, None
+        # END SOLUTION
 
 
 custom_conv2d = CustomConv2DFunction.apply
@@ -291,7 +293,12 @@ class _ResidualBlock(nn.Module):
 
 class ResidualCNN(nn.Module):
     """A small ResNet: 3x3/2 stem, three residual stages (each halving the resolution), global average
-    pooling and a linear head; about 1.2M parameters. Input `(N, 3, H, W)`, output `(N, num_classes)`."""
+    pooling and a linear head; about 1.2M parameters. Input `(N, 3, H, W)`, output `(N, num_classes)`.
+
+    Every BatchNorm starts at weight 1, bias 0 (no zero-initialised residual branches): each stage begins
+    with a strided 1x1 projection shortcut, so a zero-initialised branch would start the network as a chain
+    of 1x1 convolutions that see one pixel in 4 per stage, and it learns real images several times slower
+    (measured in README: 34% vs 90% top-1 after 6 epochs on digit scans)."""
 
     def __init__(self, conv_op=nn.Conv2d, num_classes=100, widths=(32, 64, 128, 256)):
         super().__init__()
@@ -304,8 +311,6 @@ class ResidualCNN(nn.Module):
             if isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        for block in self.stages:  # zero-init the last BN of each block: every block starts as identity-ish
-            nn.init.zeros_(block.bn2.weight)
 
     def forward(self, x):
         x = self.stages(self.stem(x))  # (N, widths[-1], H/16, W/16)
@@ -361,8 +366,8 @@ class Attention(nn.Module):
         x = attn @ v  # (B, nh, L, hd)
         x = x.transpose(1, 2).reshape(B, H, W, C)  # (B, H, W, C): heads merged
         x = self.proj(x)
-        # END SOLUTION
         return x
+        # END SOLUTION
 
 
 class TransformerBlock(nn.Module):
@@ -399,8 +404,8 @@ class TransformerBlock(nn.Module):
             x = self.attn(x)
         x = shortcut + self.drop_path(x)
         x = x + self.drop_path(self.mlp(self.norm2(x)))
-        # END SOLUTION
         return x
+        # END SOLUTION
 
 
 class SimpleViT(nn.Module):
@@ -448,8 +453,8 @@ class SimpleViT(nn.Module):
             x = blk(x)  # (N, H/p, W/p, C)
         x = self.norm(x).mean(dim=(1, 2))  # (N, C)
         x = self.head(x)  # (N, num_classes)
-        # END SOLUTION
         return x
+        # END SOLUTION
 
 
 def default_vit_model(num_classes=100):

@@ -182,6 +182,21 @@ def test_check_stub_text_catches_an_answer_identifier_and_a_missing_raise():
     assert any("Part 1b-iii: implement default_cnn_model" in p and "found 0" in p for p in problems), problems
 
 
+def test_stub_has_no_code_after_its_raise_and_no_marker_wording():
+    """Students never see the markers: a stub ends at its raise (no `return output` naming a variable
+    they have not written yet) and no text tells them to fill in 'between the markers'."""
+    ref = reference_source()
+    stub, blocks = markers.strip_source(ref)
+    assert verify.check_stub_reads_as_a_stub(stub) == []
+    dead = stub.replace('raise NotImplementedError("Part 2a: implement Attention.forward (see its docstring)")\n',
+                        'raise NotImplementedError("Part 2a: implement Attention.forward (see its docstring)")\n'
+                        '        return output\n', 1)
+    assert dead != stub
+    problems = verify.check_stub_reads_as_a_stub(dead + "# fill in between the markers\n")
+    assert any("unreachable code" in p and "return output" in p for p in problems), problems
+    assert any("mentions markers" in p for p in problems), problems
+
+
 def test_answer_rule_exempts_lines_given_outside_the_blocks():
     src = "def f(x):\n    return x\n\n\ndef g(x):\n    # BEGIN SOLUTION (Part 1a)\n    y = x * 3\n    return x\n" \
           "    # END SOLUTION\n"
@@ -263,6 +278,100 @@ def test_points_plugin_maps_tests_and_counts_only_fully_passing_items():
     text = "\n".join(lines)
     assert "2/2  2 passed, 1 skipped" in text and "0/2  1 passed, 1 FAILED" in text
     assert lines[-1].startswith("estimate 2/12 + bonus 2/2")
+
+
+PLUGIN_TESTS = {
+    "test_conv.py": "import pytest\n\n\n@pytest.mark.parametrize('k', [1, 3, 5])\n"
+                    "def test_forward_matches(k):\n"
+                    "    assert k == 1, f'max abs diff 0.{k} against F.conv2d: check the padding'\n",
+    "test_attention.py": "def test_shape():\n    assert True\n",
+    "test_blocks.py": "import pytest\n\n\ndef test_given():\n    pass\n\n\ndef test_gpu():\n"
+                      "    pytest.skip('no CUDA GPU')\n",
+}
+
+
+@pytest.fixture()
+def plugin_kit(tmp_path):
+    """A tiny test folder laid out like the release: the real points plugin and the release's pytest.ini."""
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    (tests / "conftest.py").write_text(f"import sys\nsys.path.insert(0, {os.path.join(ROOT, 'tests')!r})\n"
+                                       f"pytest_plugins = ['points_plugin']\n")
+    for name, text in PLUGIN_TESTS.items():
+        (tests / name).write_text(text)
+    with open(os.path.join(ROOT, "pytest.ini"), encoding="utf-8") as fh:
+        (tmp_path / "pytest.ini").write_text(files.student_pytest_ini(fh.read()))
+    return tmp_path
+
+
+def run_pytest(kit, *args):
+    proc = subprocess.run([sys.executable, "-m", "pytest", "tests", "-p", "no:cacheprovider", *args], cwd=kit,
+                          capture_output=True, text=True, timeout=120)
+    return proc.returncode, proc.stdout.rstrip("\n").splitlines()
+
+
+def test_student_pytest_ini_drops_ra_and_asks_for_the_short_report():
+    with open(os.path.join(ROOT, "pytest.ini"), encoding="utf-8") as fh:
+        staff = fh.read()
+    assert "-ra" in staff, "staff keep pytest's long summary"
+    student = files.student_pytest_ini(staff)
+    assert "-ra" not in student and "points_report = short" in student and "--strict-markers" in student
+    assert student.splitlines()[:2] == ["[pytest]", "points_report = short"]
+    assert files.student_pytest_ini(student) == student
+
+
+def test_short_report_puts_the_points_table_last(plugin_kit):
+    """Release mode: one line per failing check with its hint, then the points table, then the totals as
+    the very last line; no traceback and no pytest summary list after the table."""
+    code, lines = run_pytest(plugin_kit)
+    assert code == 1, lines
+    assert lines[-1] == "tests: 3 passed, 2 failed, 1 skipped", lines[-5:]
+    table = lines.index("points summary (public tests, estimate):")
+    assert lines[-2].startswith("estimate 2/12") and table > len(lines) - 16, lines[table:]
+    after = "\n".join(lines[table:])
+    assert "FAILED tests/" not in after and "short test summary" not in after and "===" not in after, after
+    checks = [line for line in lines if line.startswith("  ") and "test_conv.py::test_forward_matches" in line]
+    assert len(checks) == 1 and "[2 of 3 cases]" in checks[0], checks
+    assert "max abs diff 0.3 against F.conv2d: check the padding" in checks[0], checks
+    assert checks[0].split()[0] == "1a" and lines.index(checks[0]) < table
+    assert not any(line.startswith("E   ") or "def test_forward_matches" in line for line in lines), \
+        "a traceback was printed"
+
+
+def test_short_report_verbose_and_part_filter(plugin_kit):
+    code, lines = run_pytest(plugin_kit, "-v")
+    assert code == 1 and any(line.startswith("E ") for line in lines), "-v must restore the tracebacks"
+    code, lines = run_pytest(plugin_kit, "--part", "2a")
+    assert code == 0 and lines[-1] == "tests: 1 passed, 0 failed, 0 skipped", lines[-5:]
+    code, lines = run_pytest(plugin_kit, "--part", "1a,2a")
+    assert lines[-1] == "tests: 2 passed, 2 failed, 0 skipped", lines[-5:]
+    proc = subprocess.run([sys.executable, "-m", "pytest", "tests", "--part", "9z"], cwd=plugin_kit,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "unknown rubric item" in proc.stderr + proc.stdout
+
+
+def read_requirements(name):
+    with open(os.path.join(ROOT, name), encoding="utf-8") as fh:
+        return [line.strip() for line in fh if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_cpu_requirements_pin_the_cpu_build_of_the_same_versions():
+    """requirements-cpu.txt (the students' CPU-only install on Linux/Windows) takes torch from PyTorch's CPU
+    index at exactly the versions of requirements.txt, which it includes for every other pin; `==2.14.1`
+    of requirements.txt accepts `2.14.1+cpu` (PEP 440 local versions), so the two files never conflict."""
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    cpu = read_requirements("requirements-cpu.txt")
+    assert "--index-url https://download.pytorch.org/whl/cpu" in cpu
+    assert "--extra-index-url https://pypi.org/simple" in cpu and "-r requirements.txt" in cpu
+    pins = {Requirement(line).name: Requirement(line).specifier
+            for line in read_requirements("requirements.txt") if not line.startswith("-")}
+    for name in ("torch", "torchvision"):
+        [line] = [l for l in cpu if l.startswith(name + "==")]
+        version = Version(line.split("==", 1)[1])
+        assert version.local == "cpu" and version.public == str(next(iter(pins[name])).version), line
+        assert pins[name].contains(version), f"requirements.txt's {name}{pins[name]} rejects {version}"
 
 
 # ----------------------------------------------------------------------------------------- the real build

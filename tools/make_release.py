@@ -309,8 +309,11 @@ def build(out, grade_release=True, parts=None, timeout_scale=None, ship=None, pa
     _fail_if(verify.check_stub_text(reference, stub, blocks), "the stub text")
 
     mapping, notes = files.release_files(ROOT, ship)
-    write_tree(release, mapping, {"student_code.py": stub.encode("utf-8"), "README.md": handout,
-                                  course_parts.CONFIG: config})
+    overrides = {"student_code.py": stub.encode("utf-8"), "README.md": handout, course_parts.CONFIG: config}
+    if "pytest.ini" in mapping:
+        with open(mapping["pytest.ini"], encoding="utf-8") as fh:
+            overrides["pytest.ini"] = files.student_pytest_ini(fh.read()).encode("utf-8")
+    write_tree(release, mapping, overrides)
     shipped = sorted(mapping)
     for note in notes:
         log(f"      {note}")

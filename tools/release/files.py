@@ -145,6 +145,30 @@ def release_files(root, parts=course_parts.REQUIRED):
     return files, notes
 
 
+STUDENT_PYTEST_INI_KEY = "points_report = short"
+
+
+def student_pytest_ini(text):
+    """The release's pytest.ini from the staff one: `-ra` dropped from `addopts` (its list of every skip
+    and failure would bury the points table) and `points_report = short` added under `[pytest]`
+    (tests/points_plugin.py: failing checks with hints, the points table and the totals, last)."""
+    out = []
+    for line in text.splitlines():
+        key = line.split("=", 1)[0].strip()
+        if key == "addopts":
+            opts = [o for o in line.split("=", 1)[1].split() if o != "-ra"]
+            line = "addopts = " + " ".join(opts) if opts else ""
+        elif key == "points_report":
+            continue
+        if line or not out or out[-1]:
+            out.append(line)
+        if line.strip() == "[pytest]":
+            out.append(STUDENT_PYTEST_INI_KEY)
+    if STUDENT_PYTEST_INI_KEY not in out:
+        out = ["[pytest]", STUDENT_PYTEST_INI_KEY] + out
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
 def bundle_files(root, parts=course_parts.REQUIRED):
     """`{dest_rel: source_abs or None}` of the autograder bundle (without setup.sh / run_autograder; the
     caller writes `course_parts.json`)."""

@@ -22,6 +22,7 @@ import concurrent.futures
 import hashlib
 import importlib.util
 import io
+import json
 import os
 import secrets
 import sys
@@ -35,7 +36,7 @@ from . import child as child_module
 from . import childlib, items, protocol, rubric, sandbox, static  # noqa: F401 (childlib: its file)
 from .results import ItemGrade, build_results, csv_header, csv_row, failed_everywhere, write_csv, \
     write_json_atomic
-from .submission import SubmissionError, read_kit, read_submission
+from .submission import KitError, SubmissionError, read_kit, read_submission
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -56,9 +57,19 @@ class Kit:
         self.files[protocol.CHILD_FILE] = _read(child_module.__file__)
         self.lib_source = _read(childlib.__file__)
         self.ref = _load_reference(self.dir, self.reference_path)
+        self.parts, self.points = read_course_parts(self.dir)
         # one lock for every reference computation: they seed torch's global RNG (module initialization)
         self._lock = threading.RLock()
         self._inputs, self._expected = {}, {}
+
+    @property
+    def numbers(self):
+        """The items graded by default: Parts 1-3, plus the optional Part 4 when the course ships it."""
+        return tuple(rubric.DISPLAY_ORDER) + tuple(n for n in rubric.OPTIONAL_ORDER if n[0] in self.parts)
+
+    def rescale(self, grades):
+        """`grades` with the course's points for the optional items (course_parts.json `part4_points`)."""
+        return [g.rescale(self.points[g.item.number]) if g.item.number in self.points else g for g in grades]
 
     def inputs(self, number):
         with self._lock:
@@ -90,6 +101,23 @@ class Kit:
         files[runners + ".py"] = items.runner_source(numbers).encode()
         files["student_code.py"] = source
         return files, ["--lib", lib, "--runners", runners]
+
+
+def read_course_parts(kit_dir):
+    """`(parts shipped, {optional item: points})` from the kit's `course_parts.json` (written by
+    tools/make_release.py); Parts 1-3 and the items' default points without it."""
+    path = os.path.join(kit_dir, "course_parts.json")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            config = json.load(fh)
+        parts = tuple(str(p) for p in config.get("parts", ("1", "2", "3")))
+        points = {str(k): float(v) for k, v in config.get("part4_points", {}).items()
+                  if str(k) in rubric.OPTIONAL_ORDER and float(v) > 0}
+    except FileNotFoundError:
+        return ("1", "2", "3"), {}
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        raise KitError(f"{path} is not a valid course_parts.json: {exc}") from None
+    return parts, points
 
 
 def _detached(obj):
@@ -199,7 +227,7 @@ def grade_submission(submission, kit, numbers=None, limits=None, supervisor=None
     """Grade `submission` (folder or zip) -> `(results dict, status str)`. `supervisor` carries the
     isolation level (probed here on first use: `sandbox.IsolationError` when none is available)."""
     t0 = time.monotonic()
-    numbers = tuple(numbers or rubric.DISPLAY_ORDER)
+    numbers = tuple(numbers or kit.numbers)
     limits = limits or sandbox.Limits()
     supervisor = supervisor or sandbox.Supervisor()
     isolation = sandbox.choose_isolation(supervisor, kit.reference_path)
@@ -214,26 +242,26 @@ def grade_submission(submission, kit, numbers=None, limits=None, supervisor=None
     except SubmissionError as exc:
         grades = failed_everywhere(numbers, str(exc))
         staff["oddities"].append(f"not gradable: {exc}")
-        return build_results(grades, time.monotonic() - t0, [str(exc)], staff), f"not gradable: {exc}"
+        return build_results(kit.rescale(grades), time.monotonic() - t0, [str(exc)], staff), f"not gradable: {exc}"
     except (UnicodeDecodeError, SyntaxError, LookupError) as exc:
         reason = f"student_code.py cannot be read as Python source ({type(exc).__name__}); save it as UTF-8"
         grades = failed_everywhere(numbers, reason)
         staff["oddities"].append(reason)
-        return build_results(grades, time.monotonic() - t0, [reason], staff), "not gradable: encoding"
+        return build_results(kit.rescale(grades), time.monotonic() - t0, [reason], staff), "not gradable: encoding"
     if encoding.lower().replace("_", "-") not in ("utf-8", "utf-8-sig", "ascii"):
         staff["review"].append(f"declares the source encoding {encoding!r} (scanned as decoded)")
     error = static.syntax_error(text)
     if error:
         grades = failed_everywhere(numbers, f"student_code.py does not parse: {error}")
         staff["oddities"].append("syntax error")
-        return build_results(grades, time.monotonic() - t0, [error], staff), "syntax error"
+        return build_results(kit.rescale(grades), time.monotonic() - t0, [error], staff), "syntax error"
     staff["review"].extend(f"{what} (line {line})" for what, line in static.review_flags(text))
     tamper = static.tampering(text)
     if tamper:
         reason = f"student_code.py {tamper[0][0]} (line {tamper[0][1]}): every item scores 0"
         staff["review"].append(reason)
         grades = failed_everywhere(numbers, reason)
-        return build_results(grades, time.monotonic() - t0, [reason], staff), "tampering: " + reason
+        return build_results(kit.rescale(grades), time.monotonic() - t0, [reason], staff), "tampering: " + reason
     findings_by_rule = static.forbidden_uses(text)
     defined = static.defined_names(text)
     missing = {n: [name for name in rubric.MODULES[n].REQUIRES if name not in defined] for n in numbers}
@@ -289,7 +317,7 @@ def grade_submission(submission, kit, numbers=None, limits=None, supervisor=None
         extra.append(f"isolation: {isolation.level}")
     if extra:
         status += "; " + "; ".join(extra)
-    return build_results(grades, time.monotonic() - t0, notes, staff), status
+    return build_results(kit.rescale(grades), time.monotonic() - t0, notes, staff), status
 
 
 def _cpus():
@@ -312,7 +340,7 @@ def batch_entries(folder):
 def grade_batch(folder, csv_path, kit, jobs=None, numbers=None, limits=None, supervisor=None, verbose=False):
     """Grade every submission in `folder`; write `csv_path` and `<csv dir>/<name>.results.json` each.
     Returns the CSV rows."""
-    numbers = tuple(numbers or rubric.DISPLAY_ORDER)
+    numbers = tuple(numbers or kit.numbers)
     jobs = jobs or _cpus()
     supervisor = supervisor or sandbox.Supervisor()
     sandbox.choose_isolation(supervisor, kit.reference_path)
@@ -327,7 +355,7 @@ def grade_batch(folder, csv_path, kit, jobs=None, numbers=None, limits=None, sup
             results, status = grade_submission(path, kit, numbers, limits, supervisor, parallel_groups=1,
                                                verbose=verbose)
         except Exception as exc:  # noqa: BLE001 - one broken submission must not stop the batch
-            results = build_results(failed_everywhere(numbers, "grader error (staff have been told)"), 0.0,
+            results = build_results(kit.rescale(failed_everywhere(numbers, "grader error (staff have been told)")), 0.0,
                                     staff={"log": [f"grader error: {type(exc).__name__}: {exc}"]})
             status = f"grader error: {type(exc).__name__}: {exc}"
         write_json_atomic(os.path.join(out_dir, f"{name}.results.json"), results)

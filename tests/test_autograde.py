@@ -24,8 +24,9 @@ import torch
 
 from grading_fixtures import shared, variants
 
-from grading import compare, rubric, sandbox, static  # noqa: E402 (path set by grading_fixtures.shared)
-from grading import checks_part2, checks_part3  # noqa: E402
+from grading import compare, outputs, rubric, sandbox, static  # noqa: E402 (path set by grading_fixtures.shared)
+from grading import grade as grade_mod  # noqa: E402
+from grading.items import pgd, vit as vit_item  # noqa: E402
 from grading.grade import grade_submission  # noqa: E402
 from grading.results import ItemGrade, build_results  # noqa: E402
 from grading.submission import SubmissionError, read_source  # noqa: E402
@@ -54,14 +55,43 @@ def test_rubric_matches_the_spec():
     ("1", ("1a", "1b-i", "1b-ii", "1b-iii", "1b-iv")),
     ("1b, 3", ("1b-i", "1b-ii", "1b-iii", "1b-iv", "3a", "3b")),
     ("3B", ("3b",)),
+    ("4", ("4a", "4b", "4c", "4d")),
+    ("4c,1a", ("1a", "4c")),
 ])
 def test_parse_parts(text, expected):
     assert rubric.parse_parts(text) == expected
 
 
 def test_parse_parts_rejects_unknown_items():
-    with pytest.raises(ValueError, match="4a"):
-        rubric.parse_parts("1a,4a")
+    with pytest.raises(ValueError, match="5a"):
+        rubric.parse_parts("1a,5a")
+
+
+def test_optional_part4_follows_the_kits_course_parts(tmp_path):
+    """Part 4 is graded by default only when course_parts.json ships it, with the course's points (every
+    component scaled); without the file Parts 1-3 only."""
+    assert [i.number for i in rubric.OPTIONAL_ITEMS] == list(rubric.OPTIONAL_ORDER)
+    assert grade_mod.read_course_parts(str(tmp_path)) == (("1", "2", "3"), {})
+    (tmp_path / "course_parts.json").write_text(json.dumps(
+        {"parts": ["1", "2", "3", "4"], "part4_points": {"4a": 1.5, "4b": 1.5, "4c": 1.5, "4d": 1.5}}))
+    parts, points = grade_mod.read_course_parts(str(tmp_path))
+    assert parts == ("1", "2", "3", "4") and points["4c"] == 1.5
+    g = ItemGrade("4c")
+    g.add("a", 0.7, True)
+    g.add("b", 0.3, False)
+    g.rescale(1.5)
+    assert g.item.max_score == 1.5 and abs(g.score - 1.05) < 1e-9
+    (tmp_path / "course_parts.json").write_text("{not json")
+    with pytest.raises(grade_mod.KitError):
+        grade_mod.read_course_parts(str(tmp_path))
+
+
+def test_static_scan_forbids_the_attribution_libraries():
+    src = variants.reference_text().replace(
+        "        # BEGIN SOLUTION (Part 4c)\n", "        # BEGIN SOLUTION (Part 4c)\n        import captum.attr\n", 1)
+    assert "attribution" in static.forbidden_uses(src)
+    src = "from pytorch_grad_cam import GradCAM as G\n\n\nclass GradCAM(G):\n    pass\n"
+    assert "attribution" in static.forbidden_uses(src)
 
 
 def test_static_scan_finds_nothing_in_the_reference():
@@ -70,17 +100,17 @@ def test_static_scan_finds_nothing_in_the_reference():
 
 
 FORBIDDEN_SOURCES = {
-    "F.conv2d in forward": ("1a", "import torch.nn.functional as F\nclass CustomConv2DFunction:\n"
+    "F.conv2d in forward": ("conv", "import torch.nn.functional as F\nclass CustomConv2DFunction:\n"
                                   "    def forward(ctx, x, w, b, s=1, p=0):\n        return F.conv2d(x, w, b, s, p)\n"),
-    "aliased import": ("1a", "from torch.nn.functional import conv2d as c2\nclass CustomConv2DFunction:\n"
+    "aliased import": ("conv", "from torch.nn.functional import conv2d as c2\nclass CustomConv2DFunction:\n"
                              "    def forward(ctx, x, w, b, s=1, p=0):\n        return c2(x, w)\n"),
-    "getattr with a string": ("1a", "import torch\nclass CustomConv2DFunction:\n    def forward(ctx, x, w):\n"
+    "getattr with a string": ("conv", "import torch\nclass CustomConv2DFunction:\n    def forward(ctx, x, w):\n"
                                     "        return getattr(torch, 'conv2d')(x, w)\n"),
-    "helper function": ("1a", "import torch\ndef helper(x, w):\n    return torch.nn.grad.conv2d_input(x.shape, w, x)\n"
+    "helper function": ("conv", "import torch\ndef helper(x, w):\n    return torch.nn.grad.conv2d_input(x.shape, w, x)\n"
                               "class CustomConv2DFunction:\n    def backward(ctx, g):\n        return helper(g, g)\n"),
-    "sdpa in Attention": ("2a", "import torch.nn.functional as F\nclass Attention:\n    def forward(self, x):\n"
+    "sdpa in Attention": ("attention", "import torch.nn.functional as F\nclass Attention:\n    def forward(self, x):\n"
                                 "        return F.scaled_dot_product_attention(x, x, x)\n"),
-    "MultiheadAttention in Attention": ("2a", "import torch.nn as nn\nclass Attention:\n    def __init__(self):\n"
+    "MultiheadAttention in Attention": ("attention", "import torch.nn as nn\nclass Attention:\n    def __init__(self):\n"
                                               "        self.m = nn.MultiheadAttention(8, 2)\n"),
 }
 
@@ -89,7 +119,8 @@ FORBIDDEN_SOURCES = {
 def test_static_scan_detects_forbidden_apis(case):
     item, source = FORBIDDEN_SOURCES[case]
     found = static.forbidden_uses(source)
-    assert list(found) == [item], f"{case}: found {found}"
+    expected = ["conv", "conv_module"] if item == "conv" else [item]  # 1b's scope includes 1a's
+    assert list(found) == expected, f"{case}: found {found}"
     assert "line" in found[item][0]
 
 
@@ -152,12 +183,12 @@ def test_output_loader_accepts_only_plain_regular_files(tmp_path):
     torch.save([1, 2], tmp_path / "list.pt")
     fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        obj, why = sandbox.read_output(fd, "good.pt")
+        obj, why = outputs.load(fd, "good.pt")
         assert why is None and torch.equal(obj["out"], good["out"]) and obj["n"] == 3
         for name, reason in (("evil.pt", "malformed"), ("text.pt", "malformed"), ("link.pt", "unreadable"),
                              ("fifo.pt", "not a regular file"), ("list.pt", "not a dict"),
                              ("absent.pt", "missing")):
-            obj, why = sandbox.read_output(fd, name)
+            obj, why = outputs.load(fd, name)
             assert obj is None and reason in why, f"{name}: {why}"
     finally:
         os.close(fd)
@@ -178,11 +209,11 @@ def test_default_attack_budget_check():
     """`default_attack` must carry the default budget: a larger epsilon changes nothing a 10-step attack of
     0.01 can reach, so only the attributes reveal it."""
     want = torch.tensor([10, 0.01, 0.1, 0.0], dtype=torch.float64)  # num_steps, step_size, epsilon, random_start
-    assert checks_part3._budget_problem({"budget": want.clone()}, want) == ""
+    assert pgd._budget_problem({"budget": want.clone()}, want) == ""
     wide = want.clone()
     wide[2] = 0.3
-    assert "epsilon=0.3" in checks_part3._budget_problem({"budget": wide}, want)
-    assert "unreadable" in checks_part3._budget_problem({"budget": None}, want)
+    assert "epsilon=0.3" in pgd._budget_problem({"budget": wide}, want)
+    assert "unreadable" in pgd._budget_problem({"budget": None}, want)
 
 
 def test_drop_path_rate_one_checks():
@@ -190,10 +221,10 @@ def test_drop_path_rate_one_checks():
     x = torch.randn(2, 3, 3, 4, dtype=torch.float64)
     vit = torch.randn(2, 5, dtype=torch.float64)
     inp, exp = {"props": {"drop_one": {"block_x": x}}}, {"drop_vit": vit}
-    assert checks_part2._drop_rate_problems(inp, exp, {"block_out": x.clone(), "vit_out": vit.clone()}) == []
-    problems = checks_part2._drop_rate_problems(inp, exp, {"block_out": x + 1, "vit_out": vit + 1})
+    assert vit_item._drop_rate_problems(inp, exp, {"block_out": x.clone(), "vit_out": vit.clone()}) == []
+    problems = vit_item._drop_rate_problems(inp, exp, {"block_out": x + 1, "vit_out": vit + 1})
     assert len(problems) == 2 and "MLP branch" in problems[0] and "rise linearly" in problems[1], problems
-    assert "raised" in checks_part2._drop_rate_problems(inp, exp, {"error": "ValueError: x"})[0]
+    assert "raised" in vit_item._drop_rate_problems(inp, exp, {"error": "ValueError: x"})[0]
 
 
 def test_results_json_format():
@@ -334,6 +365,11 @@ def cli_runs(tmp_path_factory):
     variants.write_zip(str(batch / "alice.zip"), ref)
     variants.write_submission(str(batch / "bob"), ref + "\ndef broken(:\n")
     (batch / "notes.txt").write_text("not a submission\n")
+    with zipfile.ZipFile(batch / "carol.zip", "w") as zf:  # nested in a folder, with a data/ folder of JPEGs
+        zf.writestr("my_hw/student_code.py", ref)
+        for i in range(50):
+            zf.writestr(f"my_hw/data/img_{i:02d}.jpg", b"\xff\xd8\xff" + bytes(1000))
+    variants.write_submission(str(batch / "dave"), variants.rename_class(ref, "Attention", "AttentionRenamed"))
     results = tmp / "out" / "results.json"
     csv_path = tmp / "grades" / "grades.csv"
     cmds = {"single": [AUTOGRADE, zpath, "--results", str(results), "--parts", "3b", "--kit", shared.ROOT],
@@ -357,13 +393,25 @@ def test_cli_batch_writes_a_csv_and_results(cli_runs):
     assert rc == 0, err
     with open(cli_runs["csv"]) as f:
         rows = list(csv.DictReader(f))
-    assert [r["name"] for r in rows] == ["alice", "bob"], "subfolders and zips, other files ignored"
-    alice, bob = rows
-    assert (float(alice["total"]), float(alice["2a"]), float(alice["3b"])) == (4, 2, 2), alice
-    assert float(bob["total"]) == 0 and bob["status"] == "syntax error", bob
-    for name, score in (("alice", 4), ("bob", 0)):
+    assert [r["name"] for r in rows] == ["alice", "bob", "carol", "dave"], "subfolders and zips, other files ignored"
+    alice, bob, carol, dave = rows
+    assert (alice["total"], alice["2a"], alice["3b"]) == ("4", "2", "2"), alice
+    assert alice["status"] == "graded", alice
+    assert (bob["total"], bob["2a"], bob["3b"]) == ("0", "0", "0") and bob["status"] == "syntax error", bob
+    # odd uploads are graded leniently, and each oddity is reported in the status column
+    assert carol["total"] == "4" and "nested in my_hw/" in carol["status"], carol
+    assert "50 other file(s)" in carol["status"] and "data/*.jpg" in carol["status"], carol
+    assert dave["2a"] == "0" and dave["3b"] == "2" and "missing graded names: Attention" in dave["status"], dave
+    for name, score in (("alice", 4), ("bob", 0), ("carol", 4), ("dave", 2)):
         res = json.loads((cli_runs["csv"].parent / f"{name}.results.json").read_text())
         assert res["score"] == score
+        assert res["extra_data"]["staff"]["isolation"] in ("bwrap", "uid")
+    staff = json.loads((cli_runs["csv"].parent / "dave.results.json").read_text())
+    assert "missing graded names: Attention" in staff["extra_data"]["staff"]["oddities"]
+    assert "does not define: Attention" in staff["output"]
+    for row in rows:  # one number format in every score column
+        for key in ("total", "2a", "3b"):
+            assert row[key] == "" or row[key] == f"{float(row[key]):g}", row
 
 
 @pytest.mark.parametrize("args, words", [
@@ -383,3 +431,128 @@ def test_cli_rejects_a_kit_without_the_given_files(tmp_path):
     proc = _cli(".", "--results", str(tmp_path / "r.json"), "--kit", str(tmp_path), timeout=120)
     assert proc.returncode == 2 and "kit" in proc.stderr, proc.stderr
     assert not (tmp_path / "r.json").exists()
+
+
+# ------------------------------------------------------------------------------------------------------
+# the redesign's guarantees, unit by unit (no sandbox unless said)
+# ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("make, words", [
+    (lambda: torch.zeros(1, dtype=torch.float64).expand(2 ** 30), "not contiguous"),
+    (lambda: torch.zeros(10).as_strided((6,), (0,)), "not contiguous"),
+    (lambda: torch.arange(10.0)[3:], "not contiguous"),  # a storage offset
+    (lambda: torch.arange(10.0)[:4], "storage"),  # owns more storage than its elements
+    (lambda: torch.zeros(3, dtype=torch.complex64), "dtype"),
+])
+def test_output_loader_refuses_views_that_could_expand(tmp_path, make, words):
+    torch.save({"x": make()}, tmp_path / "o.pt")
+    size = (tmp_path / "o.pt").stat().st_size
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        obj, why = outputs.load(fd, "o.pt")
+    finally:
+        os.close(fd)
+    assert obj is None and words in why, why
+    assert size < 1_000_000
+
+
+def test_output_loader_bounds_the_number_of_elements(tmp_path):
+    torch.save({"x": [torch.zeros(1_000_000, dtype=torch.bool)] * 20}, tmp_path / "o.pt")
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        obj, why = outputs.load(fd, "o.pt")
+    finally:
+        os.close(fd)
+    assert obj is None and "too many elements" in why, why
+
+
+EVASIONS = {
+    "concatenated name": "import torch\nclass CustomConv2DFunction:\n    def forward(ctx, x, w):\n"
+                         "        return getattr(torch.nn.functional, 'con' + 'v2d')(x, w)\n",
+    "computed getattr on torch": "import torch.nn.functional as F\nclass CustomConv2DFunction:\n"
+                                 "    def forward(ctx, x, w, name):\n        return getattr(F, name)(x, w)\n",
+    "torch.ops": "import torch\nclass CustomConv2DFunction:\n    def forward(ctx, x, w):\n"
+                 "        return torch.ops.aten.convolution(x, w, None, 1, 0, 1, False, 0, 1)\n",
+    "eval": "class CustomConv2DFunction:\n    def forward(ctx, x, w):\n        return eval('F.' + 'conv2d')(x, w)\n",
+    "patched in after the class": "import torch.nn.functional as F\nclass CustomConv2DFunction:\n    pass\n"
+                                  "def _go(ctx, x, w):\n    return F.conv2d(x, w)\n"
+                                  "CustomConv2DFunction.forward = staticmethod(_go)\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(EVASIONS))
+def test_static_scan_catches_evasions(case):
+    found = static.forbidden_uses(EVASIONS[case])
+    assert "conv" in found, f"{case}: {found}"
+
+
+def test_static_scan_reads_the_coding_line():
+    source = variants.inject(variants.reference_text(), "CustomConv2DFunction", "forward",
+                             "return F.conv2d(input_feats, weight, bias, stride, padding)")
+    from grading_fixtures.variants import utf7_hidden
+
+    data = utf7_hidden(source, "F.conv2d")
+    assert b"F.conv2d" not in data
+    text, encoding = static.decode(data)
+    assert encoding == "utf-7" and "conv" in static.forbidden_uses(text)
+
+
+def test_conv_module_alias_is_a_1b_finding_only():
+    found = static.forbidden_uses(variants.reference_text() + "\nCustomConv2d = nn.Conv2d\n")
+    assert list(found) == ["conv_module"], found
+
+
+def test_tampering_and_review_flags():
+    assert static.tampering("import _grading_child\n")
+    assert static.tampering("x = sys.modules['RUNNERS']\n")
+    assert not static.tampering(variants.reference_text())
+    flags = dict(static.review_flags("import sys as _s, threading\n_s.modules['x'] = 1\n"))
+    assert "sys.modules / dynamic imports" in flags and "threads / processes" in flags, flags
+    assert static.review_flags("model.modules()\n# sys.modules in a comment\n") == []
+
+
+def test_runner_source_holds_no_answer_and_compiles():
+    """The sandbox's runners are built from the items' `run` functions only: no reference code, no
+    expected values, no attention or PGD answer."""
+    from grading import items
+
+    src = items.runner_source(rubric.DISPLAY_ORDER)
+    compile(src, "runners", "exec")
+    for word in ("scaled_dot_product_attention(", "def expected", "def score", "reference_attention",
+                 "F.conv2d(", "BEGIN SOLUTION"):
+        assert word not in src, word
+    lib = open(os.path.join(shared.ROOT, "tools", "grading", "childlib.py")).read()
+    assert ".softmax(" not in lib and "autograd.grad(" not in lib, "childlib carries no attention / attack answer"
+
+
+def test_remove_tree_never_touches_the_folder_above(tmp_path):
+    outer = tmp_path / "outer"
+    box = outer / "box"
+    (box / "locked").mkdir(parents=True)
+    (box / "locked" / "f").write_text("x")
+    os.chmod(box / "locked", 0o500)
+    os.chmod(outer, 0o755)
+    assert sandbox.remove_tree(str(box))
+    assert (outer.stat().st_mode & 0o777) == 0o755 and not box.exists()
+
+
+def test_csv_scores_use_one_format():
+    from grading.results import fmt_score
+
+    assert [fmt_score(v) for v in (0, 0.0, 1.5, 14.0, 0.25, None)] == ["0", "0", "1.5", "14", "0.25", ""]
+
+
+def test_cli_refuses_without_isolation(tmp_path):
+    """AUTOGRADE_ISOLATION forces a level; one that cannot work here refuses with one line (exit 3)."""
+    env = dict(os.environ, AUTOGRADE_ISOLATION="uid")
+    if os.geteuid() == 0:
+        env["AUTOGRADE_UID_BASE"] = "61000"
+    folder = variants.write_submission(str(tmp_path / "s"), variants.reference_text())
+    proc = subprocess.run([sys.executable, AUTOGRADE, folder, "--results", str(tmp_path / "r.json"), "--parts", "3b"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    if proc.returncode == 0:  # this machine can run the uid level: then it must say so
+        res = json.loads((tmp_path / "r.json").read_text())
+        assert res["extra_data"]["staff"]["isolation"] == "uid"
+        return
+    assert proc.returncode == 3 and not (tmp_path / "r.json").exists(), proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("autograde.py: error: cannot isolate"), proc.stderr

@@ -66,6 +66,14 @@ def test_reference_is_packaged(kit, capsys):
     assert "still raise NotImplementedError" not in out
 
 
+def test_zip_is_readable_by_others(kit, capsys, monkeypatch):
+    """The zip gets mode 0644 like any document (not the 0600 of its temporary file)."""
+    monkeypatch.setattr(zip_submission, "check_import", lambda *a, **k: None)  # tested elsewhere; saves time
+    assert run(kit, "--out", str(kit / "a.zip")) == 0
+    mode = os.stat(kit / "a.zip").st_mode & 0o777
+    assert mode == 0o644, f"zip mode {mode:o}, expected 644"
+
+
 def test_output_is_deterministic(kit, capsys, monkeypatch):
     monkeypatch.setattr(zip_submission, "check_import", lambda *a, **k: None)  # tested elsewhere; saves time
     assert run(kit, "--out", str(kit / "a.zip")) == 0

@@ -127,9 +127,146 @@ if _os.fork() == 0:  # a grandchild that escapes the process group and plants ag
 '''
 
 
+STEAL_REFERENCE = '''
+import os as _os
+_candidates = [{root!r} + "/student_code.py", "/autograder/source/student_code.py"]
+try:  # the grader's --kit argument, from the command lines of the processes above us
+    _pid = _os.getppid()
+    for _ in range(6):
+        _args = open(f"/proc/{{_pid}}/cmdline", "rb").read().split(b"\\0")
+        if b"--kit" in _args:
+            _candidates.insert(0, _args[_args.index(b"--kit") + 1].decode() + "/student_code.py")
+        _pid = int(open(f"/proc/{{_pid}}/stat").read().rsplit(")", 1)[1].split()[1])
+except Exception:
+    pass
+for _path in _candidates:
+    try:
+        exec(compile(open(_path).read(), "student_code.py", "exec"), globals())
+        break
+    except Exception:
+        pass
+'''
+KILL_EVERYONE = '''
+import os as _os, signal as _signal
+for _target in (_os.getppid(), -1):
+    try:
+        _os.kill(_target, _signal.SIGKILL)
+    except OSError:
+        pass
+for _pid in range(1, 4096):
+    if _pid != _os.getpid():
+        try:
+            _os.kill(_pid, _signal.SIGKILL)
+        except OSError:
+            pass
+'''
+# a thread that keeps overwriting the item's output with a 1.6 KB file whose tensor expands to 8 GB
+STRIDE_ZERO = '''
+import sys as _sys, threading as _threading, time as _time
+def _forge():
+    _io = _sys.argv[_sys.argv.index("--io") + 1]
+    _fake = {{"cases": [{{"out": torch.zeros(1, dtype=torch.float64).expand(2 ** 30)}}] * 16}}
+    while True:
+        try:
+            torch.save(_fake, _io + "/out_1a.pt")
+        except Exception:
+            pass
+        _time.sleep(0.01)
+_threading.Thread(target=_forge, daemon=True).start()
+'''
+# helpers reached only through sys.modules (the static scan cannot follow them; the runtime recording can)
+HIDDEN_HELPERS = '''
+
+def _conv_in_a_thread(x, w, b, stride, padding):
+    import threading
+    out = []
+    t = threading.Thread(target=lambda: out.append(torch.nn.functional.conv2d(x, w, b, stride, padding)))
+    t.start()
+    t.join()
+    return out[0]
+
+
+def _decomposed_attention(q, k, v):
+    return torch.ops.aten._scaled_dot_product_attention_math(q, k, v)[0]
+'''
+
+
+def utf7_hidden(text, needle):
+    """`text` as a `# coding: utf-7` file in which `needle` is written in UTF-7's base64 form (so the bytes do
+    not contain it)."""
+    import base64
+
+    hidden = "+" + base64.b64encode(needle.encode("utf-16-be")).decode().rstrip("=") + "-"
+    body = text.encode("utf-7")
+    return b"# coding: utf-7\n" + body.replace(needle.encode(), hidden.encode())
+
+
 def hostile(name):
     """The text of hostile submission `name` (see HOSTILE)."""
     ref = reference_text()
+    if name == "steal_reference":
+        return strip_solutions(ref) + STEAL_REFERENCE.format(root=ROOT)
+    if name == "kill_everyone":
+        return inject(ref, "PGDAttack", "perturb", KILL_EVERYONE)
+    if name == "stride_zero":
+        return ref + STRIDE_ZERO.format()
+    if name == "thread_dodge":
+        text = replace_body(ref, "CustomConv2DFunction", "forward", '''
+            import sys
+            ctx.save_for_backward(input_feats, weight, bias)
+            ctx.stride, ctx.padding = stride, padding
+            helper = getattr(sys.modules[__name__], "_conv_in" + "_a_thread")
+            return helper(input_feats, weight, bias, stride, padding)''')
+        return text + HIDDEN_HELPERS
+    if name == "aten_decomposed":
+        text = replace_body(ref, "Attention", "forward", '''
+            import sys
+            B, H, W, C = x.shape
+            nh = self.num_heads
+            qkv = self.qkv(x).reshape(B, H * W, 3, nh, C // nh).permute(2, 0, 3, 1, 4)
+            helper = getattr(sys.modules[__name__], "_decomposed" + "_attention")
+            out = helper(qkv[0], qkv[1], qkv[2])
+            return self.proj(out.transpose(1, 2).reshape(B, H, W, C))''')
+        return text + HIDDEN_HELPERS
+    if name == "conv_alias":
+        return ref + "\nCustomConv2d = nn.Conv2d\n"
+    if name == "replace_runner":  # names the sandbox helpers: static tampering rule
+        return strip_solutions(ref) + textwrap.dedent('''
+            import sys as _sys
+            for _m in list(_sys.modules.values()):
+                if hasattr(_m, "RUNNERS"):
+                    _m.RUNNERS["1b-iii"] = lambda sc, inp, lib: {"budget": {"n_params": 10}}
+            ''')
+    if name == "replace_runner_hidden":  # finds the runners without naming them: flagged for review
+        return strip_solutions(ref) + textwrap.dedent('''
+            import sys as _sys
+            _key = "".join(chr(c) for c in (82, 85, 78, 78, 69, 82, 83))
+            for _m in list(_sys.modules.values()):
+                if hasattr(_m, _key):
+                    getattr(_m, _key)["1b-iii"] = lambda sc, inp, lib: {"budget": {"n_params": 10}}
+            ''')
+    if name == "batch_attacker":  # looks for the other submissions' sandboxes and overwrites their outputs
+        return strip_solutions(ref) + textwrap.dedent('''
+            import glob as _glob, os as _os
+            _fake = {"cases": []}
+            for _pattern in ("/tmp/autograde-*", "/tmp/*/autograde-*", "/tmp/*", "../..", "../../*"):
+                for _d in _glob.glob(_pattern):
+                    for _io in _glob.glob(_d + "/io") + _glob.glob(_d + "/*/io"):
+                        for _n in ("out_2a.pt", "inputs.pt"):
+                            try:
+                                torch.save(_fake, _os.path.join(_io, _n))
+                            except Exception:
+                                pass
+            ''')
+    if name == "hidden_text":  # reads staff-only files and puts them into its error messages
+        return inject(ref, "Attention", "forward", f'''
+            import glob
+            texts = []
+            for pattern in ({ROOT!r} + "/tests/hidden/*.py", "/autograder/source/tests/hidden/*.py",
+                            {ROOT!r} + "/tools/grading/items/*.py", "/autograder/source/student_code.py"):
+                for path in glob.glob(pattern):
+                    texts.append(open(path).read())
+            raise RuntimeError("LEAK:" + "".join(texts)[:5000])''')
     if name == "import_loop":
         return ref + "\nwhile True:\n    pass\n"
     if name == "function_loop":

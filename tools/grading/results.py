@@ -4,6 +4,11 @@
 (`fail(reason)`: every component 0) and forbidden-API findings (`forbid(reason)`: the item scores 0);
 `to_test()` renders one entry of Gradescope's `tests` list. The grading process writes results.json
 last, atomically (temp file + rename), from its own data only.
+
+Staff-only information (isolation level, review flags, oddities of the upload, forbidden operators seen,
+the sandbox log) goes to `extra_data.staff` (Gradescope's field for data not shown to students) and, in
+batch mode, to the CSV's status column; never into a student-visible `output`. Scores in the CSV are
+written in one format (`fmt_score`: `0`, `1.5`, `14`).
 """
 import csv
 import json
@@ -42,6 +47,15 @@ class ItemGrade:
         """Forbidden-API use: the item scores 0, with `reason`."""
         if reason not in self.forbidden:
             self.forbidden.append(reason)
+
+    def rescale(self, max_score):
+        """Worth `max_score` instead of the item's default points (a course's choice for an optional part):
+        every component scaled by the same factor."""
+        if max_score != self.item.max_score and self.item.max_score > 0:
+            factor = max_score / self.item.max_score
+            self.components = [(label, points * factor, ok, detail) for label, points, ok, detail in self.components]
+            self.item = self.item._replace(max_score=float(max_score))
+        return self
 
     def note(self, text):
         """An extra line for the message (no effect on the score)."""
@@ -92,9 +106,9 @@ def failed_everywhere(numbers, reason):
     return grades
 
 
-def build_results(grades, execution_time, notes=()):
+def build_results(grades, execution_time, notes=(), staff=None):
     """Gradescope's results dict from a list of `ItemGrade` (any order; listed in assignment order)."""
-    grades = sorted(grades, key=lambda g: rubric.DISPLAY_ORDER.index(g.item.number))
+    grades = sorted(grades, key=lambda g: rubric.ALL_ORDER.index(g.item.number))
     tests = [g.to_test() for g in grades]
     total = round(sum(t["score"] for t in tests), 4)
     regular = sum(t["score"] for g, t in zip(grades, tests) if not g.item.bonus)
@@ -113,6 +127,7 @@ def build_results(grades, execution_time, notes=()):
         "visibility": "visible",
         "stdout_visibility": "visible",
         "tests": tests,
+        "extra_data": {"staff": dict(staff or {})},
     }
 
 
@@ -139,9 +154,18 @@ def csv_header(numbers):
     return ["name", "total"] + list(numbers) + ["status"]
 
 
+def fmt_score(value):
+    """A score as the CSV writes it: `0`, `0.25`, `1.5`, `14` (never `0.0`); '' for None."""
+    if value is None or value == "":
+        return ""
+    text = f"{round(float(value), 4):.4f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
 def csv_row(name, results, numbers, status):
     by_number = {t["number"]: t["score"] for t in results.get("tests", [])}
-    return [name, results.get("score", 0)] + [by_number.get(n, "") for n in numbers] + [status]
+    return ([name, fmt_score(results.get("score", 0))] + [fmt_score(by_number.get(n)) for n in numbers]
+            + [status])
 
 
 def write_csv(path, header, rows):

@@ -1,29 +1,37 @@
-"""Running the untrusted child (`child.py`) for a group of items, with limits (trusted grading process).
+"""Running the untrusted child (`child.py`) for a group of items: isolation, limits, watching (trusted).
 
-`run_group(items, inputs_bytes, files, limits, python, supervisor)` makes a fresh sandbox directory (the
-child's cwd: the submission's `student_code.py`, the kit's given files and the harness), starts
-`python -I -B _grading_child.py ...` in a new session with a minimal environment, and watches it:
+Isolation (`choose_isolation`, probed once per grading process, named in results.json's staff output):
 
-- time: per phase (interpreter + torch start, `import student_code`, each item, the gaps between them) a
-  CPU-time budget and a wall-clock cap (see `Limits`), and an overall cap; on expiry the whole process
-  group is killed (SIGKILL);
-- memory (RLIMIT_AS), CPU time (RLIMIT_CPU), file size and core dumps: set by the child on itself before
-  any student code runs (hard limits, so the submission cannot raise them);
-- when the grader runs as root (Gradescope), the child runs as `nobody`, so it can neither write the
-  results file, the kit, nor signal the grading process;
-- stdout/stderr are drained continuously and only a head and a tail are kept (huge output is harmless);
-- outputs are read only as regular files below a size cap, with `torch.load(weights_only=True)`.
+- `bwrap` (preferred): the child runs under bubblewrap (`bwrap`), a thin layer configured here: its own
+  mount namespace holding only a fresh sandbox folder (`/sandbox/code`, read-only: the submission's
+  `student_code.py`, the kit's given files, the child harness; `/sandbox/io`, writable: the inputs and the
+  outputs), the Python environment and /usr read-only, a private /tmp (tmpfs), new PID, network, IPC and
+  UTS namespaces (no network; the grader's processes are invisible; everything dies with the sandbox),
+  `--die-with-parent`, `--new-session`, and an unprivileged uid (as root: a dedicated uid per concurrent
+  sandbox, `UID_BASE` + slot, that the child drops to before any student code runs; otherwise uid 65534
+  in a user namespace). No grader code, reference, hidden
+  test or other submission exists inside it.
+- `uid` (where bwrap cannot create namespaces, e.g. some containers; root only): the child runs directly
+  as a dedicated unprivileged uid, one per concurrent sandbox (`UID_BASE` + slot), in a fresh folder per run
+  (root-owned, unpredictable name; only its io and tmp subfolders writable by that uid). The probe checks
+  that this uid can run Python and torch and can NOT read the kit's reference; every process of that uid
+  is killed after the run.
+- `none`: no isolation at all; only when asked for (`--unsafe-no-isolation` or AUTOGRADE_ISOLATION=none).
+Without a usable level the grader refuses to grade (`IsolationError`, one line). Student code never runs
+as root. AUTOGRADE_ISOLATION=bwrap|uid|none forces a level (tests).
 
-If the child dies or hangs inside an item, that item fails with the reason and a new child is started for
-the items after it (each restart settles at least one item, so the number of restarts is bounded). If it
-never finishes `import student_code`, every item of the group fails with the import's reason.
+Limits (`Limits`): per phase (interpreter + torch start, `import student_code`, each item, the gaps) a
+CPU-time budget (summed over the child's process tree, from /proc) and a wall-clock cap; each group has its
+own overall cap, so a hang in one part never costs another part's time. The child sets hard RLIMIT_AS /
+CPU / FSIZE / NPROC / CORE on itself before any student code runs. stdout/stderr are drained continuously
+(a head and a tail kept). If the child dies or hangs inside an item, that item fails with the reason and a
+fresh sandbox (new folder) runs the items after it.
 """
-import io
+import json
 import os
 import selectors
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
@@ -32,13 +40,15 @@ import time
 
 import torch
 
-from . import rubric
+from . import outputs, protocol, rubric
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-MAX_OUTPUT_BYTES = 256 * 1024 * 1024
 KEEP_HEAD = 4000
 KEEP_TAIL = 12000
 NOBODY = 65534
+UID_BASE = int(os.environ.get("AUTOGRADE_UID_BASE", 61000))  # uid mode: UID_BASE .. UID_BASE + UID_SLOTS - 1
+UID_SLOTS = 64
+SANDBOX = "/sandbox"
+TMPFS_BYTES = 256 * 1024 * 1024
 SIGNAL_WORDS = {
     signal.SIGSEGV: "crashed with a segmentation fault",
     signal.SIGBUS: "crashed with a bus error",
@@ -51,24 +61,25 @@ SIGNAL_WORDS = {
 }
 
 
+class IsolationError(RuntimeError):
+    """No isolation level is available (or the forced one is not): the grader must not run student code."""
+
+
 class Limits:
     """Time and memory limits of the sandbox.
 
-    Each phase (interpreter + torch start, `import student_code`, each item, the gaps between items) has a
-    CPU-time budget, measured on the child from /proc while it runs, and a wall-clock cap (a multiple of the
-    budget plus slack) for code that hangs without computing (sleep, blocking I/O). Budgets on CPU time keep
-    legitimate code from timing out on a loaded machine while an endless loop still ends after its budget.
-    Every budget that covers student code is multiplied by `timeout_scale`.
+    Each phase has a CPU-time budget (measured on the child's process tree from /proc while it runs) and a
+    wall-clock cap (`WALL_FACTOR` x budget + `WALL_SLACK_S`) for code that hangs without computing. Every
+    budget that covers student code is multiplied by `timeout_scale`. A group's overall wall-clock cap is
+    the sum of its phases' caps (`total`): groups never share a deadline.
     """
 
     WALL_FACTOR = 2.0
     WALL_SLACK_S = 20.0
 
-    def __init__(self, timeout_scale=1.0, mem_mb=None, submission_s=None):
+    def __init__(self, timeout_scale=1.0, mem_mb=None):
         self.scale = float(timeout_scale)
         self.mem_mb = int(mem_mb or os.environ.get("AUTOGRADE_MEM_MB", 8192))
-        # wall-clock cap of a whole submission (Gradescope stops an autograder after its own timeout)
-        self.submission_s = float(submission_s or os.environ.get("AUTOGRADE_SUBMISSION_S", rubric.SUBMISSION_S))
 
     def item(self, number):
         """CPU-seconds budget of an item."""
@@ -100,41 +111,89 @@ class Limits:
         return int(self.startup + self.import_ + sum(self.item(i) + self.gap for i in items) + 60)
 
 
-def _cpu_seconds(pid, _tick=os.sysconf("SC_CLK_TCK")):
-    """User + system CPU time of process `pid` (all its threads), from /proc; None if unavailable."""
+# --------------------------------------------------------------------------------------------------------
+# /proc helpers
+# --------------------------------------------------------------------------------------------------------
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_table():
+    """`{pid: (ppid, uid, cpu seconds incl. reaped children)}` of every process (from /proc)."""
+    table = {}
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _tick  # utime, stime (fields 14 and 15)
-    except (OSError, IndexError, ValueError):
+        names = os.listdir("/proc")
+    except OSError:
+        return table
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                data = f.read()
+            uid = os.stat(f"/proc/{name}").st_uid
+        except OSError:
+            continue
+        fields = data[data.rfind(b")") + 2:].split()
+        try:
+            cpu = sum(int(fields[i]) for i in (11, 12, 13, 14)) / _TICK  # utime stime cutime cstime
+            table[int(name)] = (int(fields[1]), uid, cpu)
+        except (IndexError, ValueError):
+            continue
+    return table
+
+
+def _descendants(root, table):
+    """PIDs below `root` in `table` (not `root` itself)."""
+    kids = {}
+    for pid, (ppid, _, _) in table.items():
+        kids.setdefault(ppid, []).append(pid)
+    out, todo = [], list(kids.get(root, []))
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(kids.get(pid, []))
+    return out
+
+
+def _tree_cpu(root):
+    """CPU seconds used by `root` and its live descendants (and the children they reaped)."""
+    table = _proc_table()
+    if root not in table:
         return None
+    return sum(table[p][2] for p in [root] + _descendants(root, table) if p in table)
+
+
+def _kill_tree(root, uid=None):
+    """SIGKILL `root`'s descendants and, when `uid` is given (a uid used by this sandbox only), every
+    process of that uid."""
+    for _ in range(5):
+        table = _proc_table()
+        victims = set(_descendants(root, table))
+        if uid is not None:
+            victims.update(p for p, (_, u, _) in table.items() if u == uid)
+        victims.discard(os.getpid())
+        if not victims:
+            return
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        time.sleep(0.02)
 
 
 class Supervisor:
-    """Knows the children alive in this process (several groups run in threads) and, when this process is
-    a child subreaper (`become_subreaper`), kills the submission's escaped descendants that were re-parented
-    to it (double forks, `setsid`)."""
+    """Process-wide grading state: the isolation level (probed once), the uid slots of the `uid` level,
+    and, as a child subreaper (`become_subreaper`), the reaping of escaped descendants."""
 
-    def __init__(self):
+    def __init__(self, isolation=None):
         self.lock = threading.Lock()
         self.live = set()
         self.subreaper = False
-        self._drop = None  # None: not probed yet; else (uid or None, reason)
-
-    def drop_uid(self, python):
-        """The uid the children run as: `nobody` when this process is root and `nobody` can run `python`
-        and import torch's files (probed once), else None (same user). AUTOGRADE_NO_DROP=1 disables it."""
-        with self.lock:
-            if self._drop is None:
-                self._drop = _probe_drop(python)
-            return self._drop[0]
-
-    def disable_drop(self, reason):
-        with self.lock:
-            self._drop = (None, reason)
-
-    def drop_reason(self):
-        return self._drop[1] if self._drop else "not probed"
+        self.isolation = isolation  # protocol.Isolation once chosen
+        self.binds = None  # bwrap: the Python environment's folders
+        self._free_slots = list(range(UID_SLOTS))
+        self._slot_cv = threading.Condition(self.lock)
 
     def become_subreaper(self):
         """Linux only; harmless elsewhere. Orphans of our children get re-parented to this process."""
@@ -147,6 +206,17 @@ class Supervisor:
         except (OSError, AttributeError):
             self.subreaper = False
         return self.subreaper
+
+    def take_uid(self):
+        with self._slot_cv:
+            while not self._free_slots:
+                self._slot_cv.wait()
+            return UID_BASE + self._free_slots.pop(0)
+
+    def give_uid(self, uid):
+        with self._slot_cv:
+            self._free_slots.append(uid - UID_BASE)
+            self._slot_cv.notify()
 
     def spawn(self, *args, **kwargs):
         with self.lock:
@@ -165,8 +235,9 @@ class Supervisor:
             return 0
         me, killed = os.getpid(), 0
         for _ in range(50):
+            table = _proc_table()
             with self.lock:
-                strays = [pid for pid in _children_of(me) if pid not in self.live]
+                strays = [pid for pid, (ppid, _, _) in table.items() if ppid == me and pid not in self.live]
             if not strays:
                 break
             for pid in strays:
@@ -183,27 +254,254 @@ class Supervisor:
         return killed
 
 
-def _children_of(ppid):
-    """PIDs whose parent is `ppid` (from /proc)."""
-    out = []
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return out
-    for name in names:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                data = f.read()
-        except OSError:
-            continue
-        fields = data[data.rfind(b")") + 2:].split()
-        if len(fields) > 1 and int(fields[1]) == ppid:
-            out.append(int(name))
+# --------------------------------------------------------------------------------------------------------
+# isolation
+# --------------------------------------------------------------------------------------------------------
+def child_python():
+    """The interpreter for the children: AUTOGRADE_CHILD_PYTHON or this one (it must import torch)."""
+    return os.environ.get("AUTOGRADE_CHILD_PYTHON") or sys.executable
+
+
+def torch_site():
+    """The folder holding the `torch` package this process uses."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(torch.__file__)))
+
+
+def _env_folders(python):
+    """`[(real folder, path inside the sandbox)]`: what `python` needs (its prefixes, torch's site folder),
+    asked from the interpreter itself (trusted: the grader's own)."""
+    code = ("import sys, json; print(json.dumps([sys.prefix, sys.base_prefix, sys.exec_prefix, "
+            "sys.base_exec_prefix]))")
+    proc = subprocess.run([python, "-I", "-c", code], capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        raise IsolationError(f"{python} does not start: {proc.stderr.strip()[-200:]}")
+    seen, out = set(), []
+    for path in json.loads(proc.stdout) + [torch_site()]:
+        for inside in {os.path.abspath(path), os.path.realpath(path)}:
+            real = os.path.realpath(path)
+            if inside in seen or not os.path.isdir(real) or inside == "/usr" or inside.startswith("/usr/"):
+                continue
+            seen.add(inside)
+            out.append((real, inside))
+    exe_dir = os.path.dirname(os.path.abspath(python))
+    real_exe = os.path.dirname(os.path.realpath(python))
+    for inside, real in ((exe_dir, exe_dir), (real_exe, real_exe)):
+        if not any(inside == i or inside.startswith(i + "/") for _, i in out) and not inside.startswith("/usr/"):
+            out.append((os.path.realpath(real), inside))
     return out
 
 
+def bwrap_command(host_base, binds, as_root):
+    """The bwrap argument list (before the command) for the sandbox in `host_base` (code/ io/ inside)."""
+    cmd = ["bwrap", "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net", "--unshare-ipc",
+           "--unshare-uts", "--unshare-cgroup-try"]
+    if not as_root:
+        cmd += ["--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY)]
+    cmd += ["--ro-bind", "/usr", "/usr"]
+    for top in ("/bin", "/lib", "/lib32", "/lib64", "/sbin"):
+        if os.path.islink(top):
+            cmd += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            cmd += ["--ro-bind", top, top]
+    for etc in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime"):
+        cmd += ["--ro-bind-try", etc, etc]
+    made = {"/", "/usr", "/tmp", "/proc", "/dev"}
+    for _, inside in list(binds) + [(None, SANDBOX + "/code")]:
+        parts = inside.strip("/").split("/")
+        for i in range(1, len(parts)):
+            parent = "/" + "/".join(parts[:i])
+            if parent not in made:
+                made.add(parent)
+                cmd += ["--perms", "0755", "--dir", parent]  # traversable by the unprivileged uid
+    for real, inside in binds:
+        cmd += ["--ro-bind", real, inside]
+    cmd += ["--ro-bind", os.path.join(host_base, "code"), SANDBOX + "/code",
+            "--bind", os.path.join(host_base, "io"), SANDBOX + "/io",
+            "--size", str(TMPFS_BYTES), "--perms", "1777", "--tmpfs", "/tmp",
+            "--proc", "/proc", "--dev", "/dev", "--chdir", SANDBOX + "/code"]
+    return cmd
+
+
+_PROBE = ("import os, sys\n"
+          "if sys.argv[2] != '-':\n"
+          "    os.setgroups([]); os.setgid(int(sys.argv[2])); os.setuid(int(sys.argv[2]))\n"
+          "if sys.argv[3] != '-':\n"
+          "    sys.path.append(sys.argv[3])\n"
+          "assert os.getuid() != 0 and os.geteuid() != 0\n"
+          "for path in sys.argv[1].split(os.pathsep):\n"
+          "    try:\n"
+          "        open(path, 'rb').close()\n"
+          "        print('readable', path)\n"
+          "    except OSError:\n"
+          "        pass\n"
+          "import torch\n"
+          "print('torch ok')\n")
+
+
+def _extra_sys_path(python):
+    """torch's site folder when the child interpreter is not this one (AUTOGRADE_CHILD_PYTHON), else None."""
+    return torch_site() if os.path.realpath(python) != os.path.realpath(sys.executable) else None
+
+
+def _probe_bwrap(python, kit_reference, binds):
+    if shutil.which("bwrap") is None:
+        return "bwrap is not installed (Debian/Ubuntu package bubblewrap)"
+    base = make_sandbox({}, b"", NOBODY if os.geteuid() == 0 else None)
+    try:
+        as_root = os.geteuid() == 0
+        cmd = bwrap_command(base, binds, as_root) + [python, "-I", "-B", "-c", _PROBE, kit_reference,
+                                                     str(NOBODY) if as_root else "-", _extra_sys_path(python) or "-"]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+                                  start_new_session=True)
+        except (OSError, subprocess.SubprocessError) as exc:
+            return f"bwrap failed to start ({exc})"
+        if proc.returncode != 0 or "torch ok" not in proc.stdout:
+            return f"bwrap cannot run the child here: {(proc.stderr or proc.stdout).strip()[-300:]}"
+        if "readable" in proc.stdout:
+            return "the kit's reference or the grader is visible inside bwrap (refusing)"
+        return None
+    finally:
+        remove_tree(base)
+
+
+def _probe_uid(python, kit_reference):
+    if os.geteuid() != 0:
+        return "needs root (to start the child as another uid)"
+    uid = UID_BASE
+    base = _fresh_base()
+    try:
+        os.chmod(base, 0o711)
+        try:
+            proc = subprocess.run([python, "-I", "-B", "-c", _PROBE, kit_reference, "-",
+                                   _extra_sys_path(python) or "-"], cwd=base,
+                                  capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+                                  user=uid, group=uid, extra_groups=[], start_new_session=True,
+                                  env={"PATH": "/usr/bin:/bin", "HOME": base})
+        except (OSError, subprocess.SubprocessError) as exc:
+            return f"uid {uid} cannot start {python} ({exc})"
+        if proc.returncode != 0 or "torch ok" not in proc.stdout:
+            return f"uid {uid} cannot run {python} with torch: {proc.stderr.strip()[-200:]}"
+        if "readable" in proc.stdout:
+            shown = proc.stdout.split("readable", 1)[1].split()[0]
+            return (f"{shown} is readable by other users (make the kit and the grader private: "
+                    f"chmod -R go-rwx on their folders)")
+        return None
+    finally:
+        remove_tree(base)
+
+
+def _secrets(kit_reference):
+    """What the child must not be able to read: the kit's reference and the grader's own files."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    return os.pathsep.join([os.path.abspath(kit_reference), os.path.join(here, "items", "__init__.py"),
+                            os.path.join(here, "grade.py")])
+
+
+def _twice(probe, *args):
+    """A probe's verdict, asked again once if it failed (a start can fail under memory pressure)."""
+    why = probe(*args)
+    if why is not None and "readable" not in why and "not installed" not in why and "needs root" not in why:
+        time.sleep(2.0)
+        why = probe(*args)
+    return why
+
+
+def choose_isolation(supervisor, kit_reference, python=None, unsafe=False):
+    """Probe and fix the isolation level of `supervisor` (once); returns the `protocol.Isolation`.
+    Raises `IsolationError` when none is available (or the one forced by AUTOGRADE_ISOLATION is not)."""
+    if supervisor.isolation is not None:
+        return supervisor.isolation
+    python = python or child_python()
+    forced = os.environ.get("AUTOGRADE_ISOLATION", "").strip().lower() or None
+    if forced is not None and forced not in protocol.ISOLATION_LEVELS:
+        raise IsolationError(f"AUTOGRADE_ISOLATION={forced}: choose one of {', '.join(protocol.ISOLATION_LEVELS)}")
+    if forced == protocol.ISOLATION_NONE:
+        supervisor.isolation = protocol.Isolation(protocol.ISOLATION_NONE,
+                                                  "NO ISOLATION (AUTOGRADE_ISOLATION=none; unsafe)")
+        return supervisor.isolation
+    reasons = []
+    if forced in (None, protocol.ISOLATION_BWRAP):
+        binds = _env_folders(python)
+        why = _twice(_probe_bwrap, python, _secrets(kit_reference), binds)
+        if why is None:
+            supervisor.binds = binds
+            who = f"drops to a uid of its own ({UID_BASE}+slot)" if os.geteuid() == 0 else \
+                "uid 65534 in a user namespace"
+            supervisor.isolation = protocol.Isolation(
+                protocol.ISOLATION_BWRAP, f"bubblewrap: own mount/PID/network namespaces, child {who}")
+            return supervisor.isolation
+        reasons.append(f"bwrap: {why}")
+    if forced in (None, protocol.ISOLATION_UID):
+        why = _twice(_probe_uid, python, _secrets(kit_reference))
+        if why is None:
+            supervisor.isolation = protocol.Isolation(
+                protocol.ISOLATION_UID, f"no namespaces; child runs as a dedicated uid ({UID_BASE}+slot)"
+                + (f" ({reasons[0]})" if reasons else ""))
+            return supervisor.isolation
+        reasons.append(f"uid: {why}")
+    if unsafe and forced is None:
+        supervisor.isolation = protocol.Isolation(
+            protocol.ISOLATION_NONE, "NO ISOLATION (--unsafe-no-isolation): " + "; ".join(reasons))
+        return supervisor.isolation
+    raise IsolationError("cannot isolate student code (" + "; ".join(reasons) + "); install bubblewrap, run "
+                         "as root, or pass --unsafe-no-isolation for local development only")
+
+
+# --------------------------------------------------------------------------------------------------------
+# sandbox folders
+# --------------------------------------------------------------------------------------------------------
+def _fresh_base():
+    """A new root-private folder with an unpredictable name in the system temp folder."""
+    return tempfile.mkdtemp(prefix="autograde-")
+
+
+def make_sandbox(files, inputs_bytes, owner_uid):
+    """A fresh sandbox folder: `base/code` (files, read-only for the child), `base/io` (inputs; writable by
+    `owner_uid` when given), `base/tmp`. Returns `base`."""
+    base = _fresh_base()
+    os.chmod(base, 0o700 if owner_uid is None else 0o711)
+    code, io_dir, tmp = (os.path.join(base, d) for d in ("code", "io", "tmp"))
+    os.mkdir(code, 0o755)
+    os.mkdir(io_dir, 0o700)
+    os.mkdir(tmp, 0o700)
+    for name, data in files.items():
+        path = os.path.join(code, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        os.chmod(path, 0o644)
+    inputs = os.path.join(io_dir, protocol.INPUTS_FILE)
+    with open(inputs, "wb") as f:
+        f.write(inputs_bytes)
+    os.chmod(inputs, 0o644)
+    if owner_uid is not None:
+        for d in (io_dir, tmp):
+            os.chown(d, owner_uid, owner_uid)
+    return base
+
+
+def remove_tree(path):
+    """Remove a sandbox folder. Permissions are only ever changed *inside* `path` (never on the folder
+    that holds it); what cannot be removed is left behind."""
+    root = os.path.abspath(path)
+
+    def fix(func, p, _exc):
+        try:
+            parent = os.path.dirname(os.path.abspath(p))
+            if parent == root or parent.startswith(root + os.sep):
+                os.chmod(parent, 0o700)
+            if os.path.abspath(p) != root and not os.path.islink(p):
+                os.chmod(p, 0o700)
+            func(p)
+        except OSError:
+            pass
+    shutil.rmtree(root, onerror=fix)
+    return not os.path.exists(root)
+
+
+# --------------------------------------------------------------------------------------------------------
+# one child
+# --------------------------------------------------------------------------------------------------------
 class _Capture:
     """Keeps the first `KEEP_HEAD` and last `KEEP_TAIL` bytes of a stream."""
 
@@ -227,129 +525,8 @@ class _Capture:
         return (bytes(self.head) + middle + bytes(self.tail)).decode("utf-8", "replace")
 
 
-class GroupOutcome:
-    """`outputs[item]`: the loaded dict the child wrote; `errors[item]`: why there is none."""
-
-    def __init__(self):
-        self.outputs = {}
-        self.errors = {}
-        self.stdout = ""
-        self.stderr = ""
-        self.log = []
-
-
-def child_python():
-    """The interpreter for the children: AUTOGRADE_CHILD_PYTHON or this one."""
-    return os.environ.get("AUTOGRADE_CHILD_PYTHON") or sys.executable
-
-
-def torch_site():
-    """The directory holding the `torch` package this process uses (appended to the child's sys.path, so
-    another interpreter of the same Python version finds the same packages)."""
-    return os.path.dirname(os.path.dirname(os.path.abspath(torch.__file__)))
-
-
-_PROBE = ("import sys, importlib.util as u; sys.path.append(sys.argv[1]); s = u.find_spec('torch'); "
-          "open(s.origin, 'rb').close(); open(sys.argv[2], 'w').write('ok')")
-
-
-def _probe_drop(python):
-    """`(uid, reason)`: NOBODY if running as root and `nobody` can start `python`, read torch and write a
-    file in a folder it owns; else `(None, why not)`."""
-    if os.environ.get("AUTOGRADE_NO_DROP") == "1":
-        return None, "disabled by AUTOGRADE_NO_DROP=1"
-    if not hasattr(os, "geteuid") or os.geteuid() != 0:
-        return None, "not running as root"
-    folder = tempfile.mkdtemp(prefix="autograde-probe-")
-    try:
-        os.chmod(folder, 0o700)
-        os.chown(folder, NOBODY, NOBODY)
-        target = os.path.join(folder, "ok")
-        proc = subprocess.run([python, "-I", "-B", "-c", _PROBE, torch_site(), target], cwd=folder,
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              user=NOBODY, group=NOBODY, extra_groups=[], timeout=60,
-                              env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": folder})
-        if proc.returncode == 0 and os.path.isfile(target):
-            return NOBODY, "children run as nobody"
-        return None, f"nobody cannot run {python} with torch ({proc.stderr.decode(errors='replace')[-200:]})"
-    except (OSError, subprocess.SubprocessError) as exc:
-        return None, f"nobody cannot run {python} ({exc})"
-    finally:
-        _remove_tree(folder)
-
-
-def _make_sandbox(files, inputs_bytes, uid):
-    base = tempfile.mkdtemp(prefix="autograde-")
-    work, iodir, tmp = (os.path.join(base, d) for d in ("work", "io", "tmp"))
-    for d in (work, iodir, tmp):
-        os.mkdir(d, 0o755)
-    for name, data in files.items():
-        path = os.path.join(work, name)
-        with open(path, "wb") as f:
-            f.write(data)
-        os.chmod(path, 0o644)
-    with open(os.path.join(iodir, "inputs.pt"), "wb") as f:
-        f.write(inputs_bytes)
-    os.chmod(os.path.join(iodir, "inputs.pt"), 0o644)
-    if uid is not None:
-        os.chmod(base, 0o711)
-        for d in (work, iodir, tmp):
-            os.chown(d, uid, uid)
-            os.chmod(d, 0o700)
-        for name in files:
-            os.chown(os.path.join(work, name), uid, uid)
-    return base, work, iodir, tmp
-
-
-def _remove_tree(path):
-    def fix(func, p, _exc):
-        try:
-            os.chmod(os.path.dirname(p), 0o700)
-            os.chmod(p, 0o700)
-            func(p)
-        except OSError:
-            pass
-    shutil.rmtree(path, onerror=fix)
-
-
-def read_output(iodir_fd, name):
-    """Load `name` from the io directory: a regular file (no symlink, FIFO...), at most MAX_OUTPUT_BYTES,
-    with `torch.load(weights_only=True)`. Returns `(obj, None)` or `(None, reason)`."""
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=iodir_fd)
-    except FileNotFoundError:
-        return None, "missing"
-    except OSError as exc:
-        return None, f"unreadable ({exc.strerror})"
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return None, "not a regular file"
-        if st.st_size > MAX_OUTPUT_BYTES:
-            return None, "too large"
-        chunks, left = [], MAX_OUTPUT_BYTES + 1
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        data = b"".join(chunks)
-    finally:
-        os.close(fd)
-    if len(data) > MAX_OUTPUT_BYTES:
-        return None, "too large"
-    try:
-        obj = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
-    except Exception as exc:  # noqa: BLE001 - anything malformed
-        return None, f"malformed ({type(exc).__name__})"
-    if not isinstance(obj, dict):
-        return None, "malformed (not a dict)"
-    return obj, None
-
-
 def _student_line(stderr_text):
-    """`' (last at student_code.py line N)'` from a faulthandler/traceback dump, or ''."""
+    """`' (last seen in student_code.py line N)'` from a faulthandler/traceback dump, or ''."""
     marker = 'student_code.py", line '
     pos = stderr_text.rfind(marker)
     if pos < 0:
@@ -366,8 +543,8 @@ def _death(returncode, stderr_text, limits):
     """Why the process ended, in words."""
     if returncode is None:
         return "did not finish"
-    if returncode < 0:
-        sig = -returncode
+    if returncode < 0 or returncode > 128:
+        sig = -returncode if returncode < 0 else returncode - 128
         words = SIGNAL_WORDS.get(sig, f"was killed by signal {sig}")
         if sig == signal.SIGKILL:
             words += f" (memory limit {limits.mem_mb} MB or time limit)"
@@ -377,23 +554,43 @@ def _death(returncode, stderr_text, limits):
     return f"exited with code {returncode} (sys.exit / os._exit in your code?)" + _student_line(stderr_text)
 
 
-def _one_run(items, python, work, iodir, tmp, limits, supervisor, uid, log, deadline):
-    """Start one child for `items` and watch it. Returns `(state, stdout, stderr)` where state has the
-    keys: imported (bool), import_error (str|None), started (list), done (list), current (str|None),
-    timed_out (phase str|None), returncode."""
-    read_fd, write_fd = os.pipe()
-    cmd = [python, "-I", "-B", "_grading_child.py", "--io", iodir, "--items", ",".join(items),
-           "--status-fd", str(write_fd), "--mem-mb", str(limits.mem_mb), "--sys-path", torch_site(),
-           "--cpu-s", str(limits.cpu_total(items))]
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": work, "TMPDIR": tmp, "LANG": "C.UTF-8",
+def _command(isolation, supervisor, python, base, items, record, limits, status_fd, uid, child_args):
+    """`(argv, cwd, env, popen kwargs)` of one child."""
+    in_bwrap = isolation.level == protocol.ISOLATION_BWRAP
+    code = SANDBOX + "/code" if in_bwrap else os.path.join(base, "code")
+    io_dir = SANDBOX + "/io" if in_bwrap else os.path.join(base, "io")
+    tmp = "/tmp" if in_bwrap else os.path.join(base, "tmp")
+    child = [python, "-I", "-B", os.path.join(code, protocol.CHILD_FILE), "--io", io_dir, "--items",
+             ",".join(items), "--record", ",".join(i for i in items if i in record) or "-",
+             "--status-fd", str(status_fd), "--mem-mb", str(limits.mem_mb), "--cpu-s", str(limits.cpu_total(items))]
+    child += list(child_args)
+    if _extra_sys_path(python):
+        child += ["--sys-path", _extra_sys_path(python)]
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": tmp, "TMPDIR": tmp, "LANG": "C.UTF-8",
            "LC_ALL": "C.UTF-8", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
            "CUDA_VISIBLE_DEVICES": "", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1",
            "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg", "TORCH_HOME": os.path.join(tmp, "torch")}
     kwargs = {}
-    if uid is not None:
+    if in_bwrap:
+        argv = bwrap_command(base, supervisor.binds, os.geteuid() == 0) + ["--clearenv"]
+        for k, v in env.items():
+            argv += ["--setenv", k, v]
+        if os.geteuid() == 0:
+            child += ["--drop-uid", str(uid)]
+        return argv + ["--"] + child, "/", env, kwargs
+    if isolation.level == protocol.ISOLATION_UID:
         kwargs = dict(user=uid, group=uid, extra_groups=[], umask=0o077)
+    return child, code, env, kwargs
+
+
+def _one_run(items, record, python, base, limits, supervisor, isolation, uid, log, child_args):
+    """Start one child for `items` in sandbox `base` and watch it. Returns `(state, stderr)`: state has
+    imported (bool), import_error, started, done, current, timed_out, why, returncode."""
+    read_fd, write_fd = os.pipe()
+    argv, cwd, env, kwargs = _command(isolation, supervisor, python, base, items, record, limits, write_fd, uid,
+                                      child_args)
     try:
-        proc = supervisor.spawn(cmd, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        proc = supervisor.spawn(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, pass_fds=(write_fd,), start_new_session=True,
                                 close_fds=True, **kwargs)
     finally:
@@ -409,47 +606,51 @@ def _one_run(items, python, work, iodir, tmp, limits, supervisor, uid, log, dead
     os.set_blocking(read_fd, False)
     sel.register(read_fd, selectors.EVENT_READ, "status")
     t0 = time.monotonic()
-    overall = min(t0 + limits.total(items), deadline)
-    # the current phase: its name, CPU budget, and where its clocks started
-    watch = {"phase": "starting Python and torch", "cpu": limits.startup, "t": t0, "cpu0": 0.0}
+    overall = t0 + limits.total(items)
+    watch = {"phase": "starting Python and torch", "cpu": limits.startup, "t": t0, "cpu0": 0.0, "next": 0.0}
+
+    def cpu_now():
+        return _tree_cpu(proc.pid)
 
     def enter(phase, cpu_budget):
-        watch.update(phase=phase, cpu=cpu_budget, t=time.monotonic(), cpu0=_cpu_seconds(proc.pid) or 0.0)
+        watch.update(phase=phase, cpu=cpu_budget, t=time.monotonic(), cpu0=cpu_now() or 0.0)
 
     def handle_status(line):
         parts = line.split(" ", 1)
         word, arg = parts[0], (parts[1] if len(parts) > 1 else "")
-        if word == "torch" and watch["phase"].startswith("starting"):
+        if word == protocol.STATUS_TORCH and watch["phase"].startswith("starting"):
             state["torch"] = True
-            log.append(f"torch imported in {time.monotonic() - t0:.1f}s wall, {_cpu_seconds(proc.pid)}s CPU")
+            log.append(f"torch imported in {time.monotonic() - t0:.1f}s wall")
             enter("importing student_code.py", limits.import_)
-        elif word == "imported" and not state["imported"]:
+        elif word == protocol.STATUS_IMPORTED and state["torch"] and not state["imported"]:
             state["imported"] = True
-            enter("loading the inputs", limits.gap)
-        elif word == "importerror" and not state["imported"]:
+            enter("between items", limits.gap)
+        elif word == protocol.STATUS_IMPORT_ERROR and state["torch"] and not state["imported"]:
             state["import_error"] = arg[:1000]
-        elif word == "start" and arg in items and arg not in state["started"] and state["imported"]:
+        elif word == protocol.STATUS_START and arg in items and arg not in state["started"] and state["imported"]:
             state["started"].append(arg)
             state["current"] = arg
             enter(f"running {arg}", limits.item(arg))
-        elif word == "memory":
+        elif word == protocol.STATUS_MEMORY:
             log.append(f"child memory peaks (kB, virtual resident): {arg[:60]}")
-        elif word == "done" and arg == state["current"]:
+        elif word == protocol.STATUS_DONE and arg == state["current"]:
             state["done"].append(arg)
             state["current"] = None
-            used = (_cpu_seconds(proc.pid) or 0.0) - watch["cpu0"]
+            used = (cpu_now() or 0.0) - watch["cpu0"]
             log.append(f"{arg} done in {time.monotonic() - watch['t']:.1f}s wall, {used:.1f}s CPU")
             enter("between items", limits.gap)
 
     def expired(now):
         """The reason the current phase is over its budget, or None."""
         if now >= overall:
-            return "overall time limit" if now < deadline else "submission time limit"
+            return "overall time limit"
         if now - watch["t"] >= limits.wall(watch["cpu"]):
             return "wall-clock limit"
-        used = _cpu_seconds(proc.pid)
-        if used is not None and used - watch["cpu0"] >= watch["cpu"]:
-            return "CPU-time limit"
+        if now >= watch["next"]:
+            watch["next"] = now + 0.25
+            used = cpu_now()
+            if used is not None and used - watch["cpu0"] >= watch["cpu"]:
+                return "CPU-time limit"
         return None
 
     def pump(timeout):
@@ -478,7 +679,6 @@ def _one_run(items, python, work, iodir, tmp, limits, supervisor, uid, log, dead
                     del status_buf[:]
 
     while True:
-        # read what the child said before judging its clocks: this thread may lag behind the child
         if sel.get_map():
             pump(0.1)
         else:
@@ -492,19 +692,20 @@ def _one_run(items, python, work, iodir, tmp, limits, supervisor, uid, log, dead
         why = expired(now)
         if why:
             pump(0)  # a last look: the phase may have just ended
+            watch["next"] = 0.0
             if expired(time.monotonic()):
                 state["timed_out"] = watch["phase"]
                 state["why"] = why
                 log.append(f"{why} while {watch['phase']} after {now - t0:.1f}s")
                 break
-    # kill the whole session (pid == pgid) before reaping, so the group id cannot be reused meanwhile
-    for kill in (os.killpg, os.kill):  # the group, and the child itself should it have left the group
+    _kill_tree(proc.pid, uid if isolation.level == protocol.ISOLATION_UID else None)
+    for kill in (os.killpg, os.kill):
         try:
             kill(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
     end = time.monotonic() + 0.5
-    while sel.get_map() and time.monotonic() < end:  # the rest of the output (bounded wait)
+    while sel.get_map() and time.monotonic() < end:
         pump(0.05)
     for key in list(sel.get_map().values()):
         sel.unregister(key.fd)
@@ -512,98 +713,95 @@ def _one_run(items, python, work, iodir, tmp, limits, supervisor, uid, log, dead
     os.close(read_fd)
     proc.stdout.close()
     proc.stderr.close()
-    cpu = float("nan")
-    try:  # reap it ourselves to get its CPU time (it is dead or SIGKILLed: this returns at once)
-        _, status, usage = os.wait4(proc.pid, 0)
+    try:
+        _, status, _usage = os.wait4(proc.pid, 0)
         state["returncode"] = proc.returncode = os.waitstatus_to_exitcode(status)
-        cpu = usage.ru_utime + usage.ru_stime
     except ChildProcessError:
         state["returncode"] = proc.wait(timeout=30)
     supervisor.forget(proc.pid)
-    log.append(f"child for {','.join(items)} ended: rc={state['returncode']} after {time.monotonic() - t0:.1f}s "
-               f"wall, {cpu:.1f}s CPU")
-    return state, out_cap.text(), err_cap.text()
+    if uid is not None:
+        _kill_tree(proc.pid, uid)
+    log.append(f"child for {','.join(items)} ended: rc={state['returncode']} after {time.monotonic() - t0:.1f}s")
+    return state, err_cap.text()
 
 
-def run_group(items, inputs_bytes, files, limits, python=None, supervisor=None, deadline=None):
-    """Run the child for `items` (in order) until every item has outputs or a reason. `files`: sandbox file
-    name -> bytes (the submission's student_code.py, the kit's given files, the harness); `deadline`: a
-    `time.monotonic()` after which nothing more runs (default: `limits.submission_s` from now)."""
-    deadline = deadline or time.monotonic() + limits.submission_s
-    python = python or child_python()
-    supervisor = supervisor or Supervisor()
-    uid = supervisor.drop_uid(python)
-    base, work, iodir, tmp = _make_sandbox(files, inputs_bytes, uid)
-    outcome = GroupOutcome()
-    iodir_fd = os.open(iodir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    try:
-        remaining = list(items)
-        for _attempt in range(len(items) + 1):
-            if not remaining:
-                break
-            state, out_text, err_text = _one_run(remaining, python, work, iodir, tmp, limits, supervisor, uid,
-                                                 outcome.log, deadline)
-            if uid is not None and not state["torch"] and not state["timed_out"]:
-                # the child died before any student code ran: an environment problem of running as nobody
-                outcome.log.append(f"child failed to start as nobody; running as this user: {err_text[-300:]}")
-                supervisor.disable_drop("the child could not start as nobody")
-                _remove_tree(base)
-                os.close(iodir_fd)
-                uid = None
-                base, work, iodir, tmp = _make_sandbox(files, inputs_bytes, uid)
-                iodir_fd = os.open(iodir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-                state, out_text, err_text = _one_run(remaining, python, work, iodir, tmp, limits, supervisor,
-                                                     uid, outcome.log, deadline)
-            outcome.stdout += out_text
+def run_group(items, inputs_bytes, files, limits, supervisor, record=(), child_args=()):
+    """Run the child for `items` (in order) until every item has outputs or a reason; `files`: sandbox
+    file name -> bytes; `record`: items whose operators are recorded. Returns a `protocol.GroupOutcome`."""
+    isolation = supervisor.isolation
+    if isolation is None:
+        raise IsolationError("choose_isolation() was not called")
+    python = child_python()
+    outcome = protocol.GroupOutcome()
+    remaining = list(items)
+    start_retries = 1  # a child that dies before torch is up (no student code ran: e.g. memory pressure)
+    for _attempt in range(len(items) + 2):
+        if not remaining:
+            break
+        # a uid of its own for every concurrent sandbox (uid level, and bwrap started as root): per-uid
+        # limits (RLIMIT_NPROC) and file ownership never mix two sandboxes
+        own_uid = isolation.level == protocol.ISOLATION_UID or (
+            isolation.level == protocol.ISOLATION_BWRAP and os.geteuid() == 0)
+        uid = supervisor.take_uid() if own_uid else None
+        base = make_sandbox(files, inputs_bytes, uid)
+        try:
+            state, err_text = _one_run(remaining, set(record), python, base, limits, supervisor, isolation, uid,
+                                       outcome.log, child_args)
             outcome.stderr += err_text
-            for item in remaining:
-                if item in state["done"] or item in state["started"]:
-                    obj, why = read_output(iodir_fd, f"out_{item}.pt")
-                    if obj is not None:
-                        outcome.outputs[item] = obj
-                    elif item in state["done"]:
-                        outcome.errors[item] = f"the grader could not read this item's outputs ({why})"
-            if state["why"] == "submission time limit" or time.monotonic() >= deadline:
+            io_fd = os.open(os.path.join(base, "io"), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            try:
                 for item in remaining:
-                    if item not in outcome.outputs:
-                        outcome.errors.setdefault(item, (
-                            f"not graded: the grading of the whole submission reached its time limit "
-                            f"({limits.submission_s:.0f} s); see the items that did not finish"))
-                break
-            if not state["imported"]:
-                if state["import_error"]:
-                    reason = f"importing student_code.py failed: {state['import_error']}"
-                elif state["timed_out"] == "importing student_code.py":
-                    reason = (f"importing student_code.py did not finish within its limit ({limits.import_:.0f} s "
-                              f"of CPU time, {limits.wall(limits.import_):.0f} s of wall-clock time): code at "
-                              f"module level that runs forever?")
-                elif state["timed_out"]:
-                    reason = f"the grader's sandbox did not start within {limits.startup:.0f} s"
-                else:
-                    reason = ("the process " + _death(state["returncode"], err_text, limits)
-                              + " while importing student_code.py")
-                for item in remaining:
-                    outcome.errors.setdefault(item, reason)
-                break
-            pending = [i for i in remaining if i not in outcome.outputs and i not in outcome.errors]
-            if not pending:
-                break
-            blamed = state["current"] if state["current"] in pending else pending[0]
-            if state["timed_out"] and state["current"] == blamed:
-                cpu = limits.item(blamed)
-                outcome.errors[blamed] = (f"did not finish within its time limit ({cpu:.0f} s of CPU time, "
-                                          f"{limits.wall(cpu):.0f} s of wall-clock time): an endless loop, "
-                                          f"waiting forever, or far too slow?")
-            elif state["timed_out"]:
-                outcome.errors[blamed] = f"the process stalled ({state['timed_out']}) before finishing this item"
+                    if item in state["done"] or item in state["started"]:
+                        obj, why = outputs.load(io_fd, protocol.out_name(item))
+                        if obj is not None:
+                            outcome.outputs[item] = obj
+                        elif item in state["done"]:
+                            outcome.errors[item] = f"the grader could not read this item's outputs ({why})"
+            finally:
+                os.close(io_fd)
+        finally:
+            if not remove_tree(base):
+                outcome.log.append(f"could not remove the sandbox folder {base} (left behind)")
+            if uid is not None:
+                supervisor.give_uid(uid)
+        if not state["torch"] and not state["timed_out"] and start_retries > 0:
+            start_retries -= 1
+            outcome.log.append(f"sandbox start failure (rc={state['returncode']}), retrying once: "
+                               f"{err_text[-300:]}")
+            time.sleep(2.0)
+            continue
+        if not state["imported"]:
+            if state["import_error"]:
+                reason = f"importing student_code.py failed: {state['import_error']}"
+            elif state["timed_out"] == "importing student_code.py":
+                reason = (f"importing student_code.py did not finish within its limit ({limits.import_:.0f} s "
+                          f"of CPU time, {limits.wall(limits.import_):.0f} s of wall-clock time): code at "
+                          f"module level that runs forever?")
+            elif not state["torch"]:
+                reason = "the grader's sandbox did not start (a grader problem: staff have been told)"
+                outcome.log.append(f"sandbox start failure: rc={state['returncode']} stderr: {err_text[-500:]}")
             else:
-                outcome.errors[blamed] = ("the process " + _death(state["returncode"], err_text, limits)
-                                          + " while running this item")
-            remaining = [i for i in pending if i != blamed]
-        for item in items:
-            if item not in outcome.outputs:
-                outcome.errors.setdefault(item, "no result")
-    finally:
-        os.close(iodir_fd)
-        _remove_tree(base)
+                reason = ("the process " + _death(state["returncode"], err_text, limits)
+                          + " while importing student_code.py")
+            for item in remaining:
+                outcome.errors.setdefault(item, reason)
+            break
+        pending = [i for i in remaining if i not in outcome.outputs and i not in outcome.errors]
+        if not pending:
+            break
+        blamed = state["current"] if state["current"] in pending else pending[0]
+        if state["timed_out"] and state["current"] == blamed:
+            cpu = limits.item(blamed)
+            outcome.errors[blamed] = (f"did not finish within its time limit ({cpu:.0f} s of CPU time, "
+                                      f"{limits.wall(cpu):.0f} s of wall-clock time): an endless loop, "
+                                      f"waiting forever, or far too slow?")
+        elif state["timed_out"]:
+            outcome.errors[blamed] = f"the process stalled ({state['timed_out']}) before finishing this item"
+        else:
+            outcome.errors[blamed] = ("the process " + _death(state["returncode"], err_text, limits)
+                                      + " while running this item")
+        remaining = [i for i in pending if i != blamed]
+    for item in items:
+        if item not in outcome.outputs:
+            outcome.errors.setdefault(item, "no result")
     return outcome

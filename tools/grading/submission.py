@@ -4,7 +4,14 @@ A submission is a directory holding `student_code.py` (Gradescope's `/autograder
 ignored; a single `student_code.py` in a subfolder is accepted too) or a zip holding `student_code.py` at
 its top (what `zip_submission.py` builds; a README or PDF beside it is ignored). Only `student_code.py` is
 taken from the submission: every given file comes from the kit.
+
+`read_submission` also lists what is odd about the upload (staff output and the batch CSV; grading stays
+lenient): `student_code.py` nested in a folder (`my_hw/student_code.py`), other files carried along
+(e.g. a `data/` folder of JPEGs), and the grader reports graded names the file does not define
+(`grade.py`).
 """
+import collections
+import dataclasses
 import os
 import zipfile
 
@@ -14,8 +21,8 @@ KIT_FILES = {
     "custom_blocks.py": "custom_blocks.py",
     "custom_augment.py": "custom_augment.py",
     "custom_dataloader.py": "custom_dataloader.py",
-    os.path.join("tests", "forbidden.py"): "_grading_forbidden.py",
 }
+HARMLESS = (".md", ".pdf", ".txt", ".rst")  # extra files a submission may carry without a remark
 REFERENCE = "student_code.py"
 
 
@@ -100,6 +107,68 @@ def read_source(submission):
         return data
     raise SubmissionError(f"{os.path.basename(submission)} is neither a folder nor a zip holding "
                           f"student_code.py")
+
+
+@dataclasses.dataclass
+class Submission:
+    """The bytes of `student_code.py` and the oddities of the upload (staff-facing lines)."""
+    source: bytes
+    oddities: list
+
+
+def _describe_extras(paths, sizes, prefix=""):
+    """One line about files carried along besides student_code.py (None if only harmless ones); paths are
+    grouped by their first folder below `prefix` (the folder holding student_code.py)."""
+    paths = [p[len(prefix):] if prefix and p.startswith(prefix) else p for p in paths]
+    odd = [(p, s) for p, s in zip(paths, sizes) if not p.lower().endswith(HARMLESS)
+           and not os.path.basename(p).lower().startswith("readme")]
+    if not odd:
+        return None
+    kinds = collections.Counter()
+    for p, _ in odd:
+        top = p.split("/", 1)[0] + "/" if "/" in p else ""
+        ext = os.path.splitext(p)[1].lower() or "(no extension)"
+        kinds[f"{top}*{ext}"] += 1
+    shown = ", ".join(f"{n} x {k}" for k, n in kinds.most_common(4))
+    total = sum(s for _, s in odd)
+    return (f"the upload carries {len(odd)} other file(s) ({total / 1e6:.1f} MB: {shown}); only "
+            f"student_code.py is graded")
+
+
+def read_submission(submission):
+    """A `Submission`; raises `SubmissionError` (student-facing reason) when there is no usable file."""
+    source = read_source(submission)
+    oddities, paths, sizes, where = [], [], [], ""
+    if os.path.isdir(submission):
+        where = os.path.relpath(_from_dir(submission), submission)
+        for root, dirs, names in os.walk(submission):
+            dirs[:] = [d for d in dirs if d not in ("__pycache__", "__MACOSX") and not d.startswith(".")]
+            for n in names:
+                full = os.path.join(root, n)
+                rel = os.path.relpath(full, submission).replace(os.sep, "/")
+                if rel != where.replace(os.sep, "/") and not n.startswith("."):
+                    paths.append(rel)
+                    sizes.append(os.path.getsize(full) if os.path.isfile(full) else 0)
+                if len(paths) > 100000:
+                    break
+    elif zipfile.is_zipfile(submission):
+        with zipfile.ZipFile(submission) as zf:
+            infos = [i for i in zf.infolist() if not i.filename.endswith("/")
+                     and not i.filename.startswith("__MACOSX/") and not os.path.basename(i.filename).startswith(".")]
+            names = [i.filename for i in infos]
+            where = "student_code.py" if "student_code.py" in names else next(
+                (n for n in names if n.endswith("/student_code.py") and n.count("/") == 1), "student_code.py")
+            for i in infos:
+                if i.filename != where:
+                    paths.append(i.filename)
+                    sizes.append(i.file_size)
+    where = where.replace(os.sep, "/")
+    if where != "student_code.py" and "/" in where:
+        oddities.append(f"student_code.py is nested in {where.rsplit('/', 1)[0]}/ (not at the top of the upload)")
+    extras = _describe_extras(paths, sizes, where.rsplit("/", 1)[0] + "/" if "/" in where else "")
+    if extras:
+        oddities.append(extras)
+    return Submission(source, oddities)
 
 
 def decode_source(data):

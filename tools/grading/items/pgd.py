@@ -1,45 +1,35 @@
-"""Part 3 checks (trusted grading process): inputs, reference outputs and scoring of 3a and 3b.
+"""3a (2 points): `PGDAttack`, `default_attack` and `GradAttention` on the fixed `childlib.SmallCNN` (float64,
+BatchNorm with random statistics).
 
-Both items run on the fixed `harness.SmallCNN` (float64, BatchNorm with random statistics). 3a: the
-submission's `PGDAttack` / `default_attack` vs the kit's reference attack on the same model and inputs
-(targeted and untargeted, several budgets; `random_start` with the global RNG seeded the same way on both sides;
-`default_attack`'s budget attributes), the L-inf ball and image range, the model left exactly as
-found (parameters, buffers, `.grad`, `requires_grad`, modes; the child returns its state after each call),
-and `GradAttention` vs vanilla-gradient saliency computed here with autograd. 3b: one
-`adversarial_training_step` with the trusted recording FGSM attacker vs the kit's reference step (parameters,
-BatchNorm statistics, loss and output after the step), and the protocol (eval mode while crafting, train
-mode restored, gradients zeroed: a step on a model whose parameters carry stale `.grad` values must equal
-the reference step, exactly one optimizer step).
+The submission's attacks vs the kit's reference attack on the same model and inputs (targeted and
+untargeted, several budgets; `random_start` with the global RNG seeded the same way on both sides;
+`default_attack`'s budget attributes), the L-inf ball and image range, the model left exactly as found
+(parameters, buffers, `.grad`, `requires_grad`, modes: the child returns its state after each call), and
+`GradAttention` vs vanilla-gradient saliency computed here with autograd.
 """
 import torch
 import torch.nn as nn
 
-from . import harness
-from .compare import case_error, close, generator, summarize
-from .results import ItemGrade
+from .. import childlib
+from ..compare import case_error, close, generator, summarize
+from ..results import ItemGrade
+from ._common import small_cnn, small_cnn_setup
 
+NUMBER = "3a"
+TITLE = "3a PGDAttack, default_attack, GradAttention"
+POINTS = 2.0
+BONUS = False
+GROUP = "adv"
+BUDGET_S = 60.0
+REQUIRES = ("PGDAttack", "default_attack", "GradAttention", "default_attention")
 F64 = torch.float64
 PGD_TOL = 1e-7  # per-element agreement with the reference attack (float64)
+
+
 PGD_MISMATCH_FRACTION = 2e-3  # share of elements allowed to differ (sign of a ~0 gradient)
+
+
 BUDGET_ATTRS = ("num_steps", "step_size", "epsilon", "random_start")  # read from default_attack's result
-
-
-def _setup(seed, frozen=(), grads=(), train=True):
-    """A SmallCNN state: seeded weights, random BatchNorm statistics, some frozen parameters and some
-    existing `.grad`s (what an attack must leave untouched)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = harness.SmallCNN().double()
-    harness.randomize_bn_stats(model, generator(seed + 1))
-    gen = generator(seed + 2)
-    params = dict(model.named_parameters())
-    return {"state": {k: v.detach().clone() for k, v in model.state_dict().items()},
-            "grads": {n: torch.randn(params[n].shape, generator=gen, dtype=F64) for n in grads},
-            "frozen": list(frozen), "train": train}
-
-
-def _model(setup):
-    return harness.load_model_state(harness.SmallCNN().double(), setup)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -67,22 +57,75 @@ def _attack_text(case):
     return f"PGDAttack(num_steps={steps}, step_size={step}, epsilon={eps}{extra}), {what}"
 
 
-def inputs_3a(ref):
+
+def inputs(ref):
     gen = generator(301)
     # the child seeds the global RNG with "seed" right before each perturb (random_start draws from it)
     cases = [{"kind": k, "num_steps": n, "step_size": s, "epsilon": e, "targeted": t, "random_start": r,
               "seed": 303 + i} for i, (k, n, s, e, t, r, _, _) in enumerate(ATTACK_CASES)]
-    return {"setup": _setup(302, frozen=("bn1.bias",), grads=("conv1.weight", "fc.bias")),
-            "x": harness.seeded_images(gen, 4, 16, 16), "y": torch.randint(0, 10, (4,), generator=gen),
+    return {"setup": small_cnn_setup(302, frozen=("bn1.bias",), grads=("conv1.weight", "fc.bias")),
+            "x": childlib.seeded_images(gen, 4, 16, 16), "y": torch.randint(0, 10, (4,), generator=gen),
             "cases": cases}
 
 
-def expected_3a(ref, inp):
+
+def run(sc, inp, lib):
+    setup = inp["setup"]
+    model = lib.SmallCNN().double()
+    loss_fn = nn.CrossEntropyLoss()
+    res = {"attacks": [], "saliency": []}
+    for c in inp["cases"]:
+        r = {}
+        try:
+            lib.load_model_state(model, setup)
+            x = inp["x"].clone()
+            if c["kind"] == "default":
+                attack = sc.default_attack(loss_fn)
+            elif c["random_start"]:
+                attack = sc.PGDAttack(loss_fn, num_steps=c["num_steps"], step_size=c["step_size"],
+                                      epsilon=c["epsilon"], random_start=True)
+            else:
+                attack = sc.PGDAttack(loss_fn, num_steps=c["num_steps"], step_size=c["step_size"],
+                                      epsilon=c["epsilon"])
+            if c["kind"] == "default":
+                try:
+                    r["budget"] = torch.tensor([float(getattr(attack, name)) for name in
+                                                ("num_steps", "step_size", "epsilon", "random_start")],
+                                               dtype=torch.float64)
+                except BaseException:  # noqa: B902
+                    r["budget"] = None
+            torch.manual_seed(int(c["seed"]))  # random_start draws from the global RNG
+            adv = attack.perturb(model, x, None if c["targeted"] else inp["y"].clone())
+            r["adv_requires_grad"] = bool(getattr(adv, "requires_grad", False))
+            r["adv"] = lib.plain(adv)
+            r["x_after"] = lib.plain(x)
+            r["model"] = lib.model_snapshot(model)
+        except BaseException as exc:  # noqa: B902
+            r["error"] = lib.describe(exc)
+        res["attacks"].append(r)
+    for kind in ("grad", "default"):
+        r = {}
+        try:
+            lib.load_model_state(model, setup)
+            x = inp["x"].clone()
+            explainer = sc.GradAttention(loss_fn) if kind == "grad" else sc.default_attention(loss_fn)
+            sal = explainer.explain(model, x)
+            r["requires_grad"] = bool(getattr(sal, "requires_grad", False))
+            r["map"] = lib.plain(sal)
+            r["model"] = lib.model_snapshot(model)
+        except BaseException as exc:  # noqa: B902
+            r["error"] = lib.describe(exc)
+        res["saliency"].append(r)
+    return res
+
+
+
+def expected(ref, inp):
     loss_fn = nn.CrossEntropyLoss()
     advs, no_start = [], []
     for c in inp["cases"]:
         target = None if c["targeted"] else inp["y"]
-        model = _model(inp["setup"])
+        model = small_cnn(inp["setup"])
         attack = ref.default_attack(loss_fn) if c["kind"] == "default" else ref.PGDAttack(
             loss_fn, num_steps=c["num_steps"], step_size=c["step_size"], epsilon=c["epsilon"],
             random_start=c["random_start"])
@@ -92,18 +135,19 @@ def expected_3a(ref, inp):
         no_start.append(None)
         if c["random_start"]:  # the same attack started at the input (what ignoring random_start gives)
             attack.random_start = False
-            no_start[-1] = attack.perturb(_model(inp["setup"]), inp["x"].clone(), target)
-    model = _model(inp["setup"])
+            no_start[-1] = attack.perturb(small_cnn(inp["setup"]), inp["x"].clone(), target)
+    model = small_cnn(inp["setup"])
     model.eval()
     x = inp["x"].clone().requires_grad_(True)
     logits = model(x)
     grad, = torch.autograd.grad(loss_fn(logits, logits.argmax(dim=1)), x)
     saliency = grad.abs().amax(dim=1, keepdim=True)  # (N, 1, H, W)
-    pristine = harness.model_snapshot(_model(inp["setup"]))
+    pristine = childlib.model_snapshot(small_cnn(inp["setup"]))
     default = ref.default_attack(loss_fn)
     budget = torch.tensor([float(getattr(default, name)) for name in BUDGET_ATTRS], dtype=F64)
     return {"advs": advs, "no_start": no_start, "saliency": saliency, "pristine": pristine,
             "default_eps": default.epsilon, "default_budget": budget}
+
 
 
 def _budget_problem(r, want):
@@ -179,14 +223,15 @@ def _mismatch(adv, want):
     return ""
 
 
-def score_3a(inp, exp, out, findings):
+
+def score(inp, exp, out):
     grade = ItemGrade("3a")
     attacks = out.get("attacks") if isinstance(out, dict) else None
     if not isinstance(attacks, list) or len(attacks) != len(ATTACK_CASES):
         grade.fail(f"raised {case_error(out)}" if case_error(out) else "no attack results came back")
         return grade
     x = inp["x"]
-    lo, hi = harness.valid_range(F64)
+    lo, hi = childlib.valid_range(F64)
     groups = {"untargeted": [], "targeted": [], "rules": []}
     counts = {"untargeted": 0, "targeted": 0, "rules": 0}
     for case, c, want, plain, r in zip(ATTACK_CASES, inp["cases"], exp["advs"], exp["no_start"], attacks):
@@ -254,121 +299,3 @@ def score_3a(inp, exp, out, findings):
               summarize(problems, 2, "checks"))
     return grade
 
-
-# ---------------------------------------------------------------------------------------------------------
-# 3b
-# ---------------------------------------------------------------------------------------------------------
-# (adv_fraction, public)
-TRAIN_CASES = ((1.0, True), (0.5, True), (0.0, True), (1.0 / 3.0, False))
-STALE_GRAD = 3.0  # the .grad every parameter carries before the stale-gradient step
-
-
-def inputs_3b(ref):
-    gen = generator(311)
-    return {"setup": _setup(312), "x": harness.seeded_images(gen, 6, 12, 12),
-            "y": torch.randint(0, 10, (6,), generator=gen),
-            "cases": [{"adv_fraction": f, "lr": 0.1, "momentum": 0.9, "epsilon": 0.05} for f, _ in TRAIN_CASES],
-            # every parameter starts with a stale .grad (STALE_GRAD): the step must zero the gradients
-            "stale": {"adv_fraction": 0.5, "lr": 0.1, "momentum": 0.9, "epsilon": 0.05, "stale_grad": STALE_GRAD}}
-
-
-def _reference_step(ref, inp, c):
-    model = _model(inp["setup"])
-    if c.get("stale_grad") is not None:
-        for p in model.parameters():
-            p.grad = torch.full_like(p, float(c["stale_grad"]))
-    opt = torch.optim.SGD(model.parameters(), lr=c["lr"], momentum=c["momentum"])
-    attacker = harness.RecordingFGSM(nn.CrossEntropyLoss(), epsilon=c["epsilon"])
-    loss, output = ref.adversarial_training_step(model, inp["x"].clone(), inp["y"].clone(),
-                                                 nn.CrossEntropyLoss(), opt, attacker,
-                                                 adv_fraction=c["adv_fraction"])
-    return {"loss": loss.detach().double(), "output": output.detach(),
-            "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
-            "n_adv": int(round(c["adv_fraction"] * inp["x"].shape[0]))}
-
-
-def expected_3b(ref, inp):
-    return {"cases": [_reference_step(ref, inp, c) for c in inp["cases"]],
-            "stale": _reference_step(ref, inp, inp["stale"])}
-
-
-def _step_problem(r, e):
-    """'' when the step's results equal the reference step's, else the first difference."""
-    state = r.get("state")
-    if not isinstance(state, dict):
-        return "the model state after the step did not come back"
-    for name, want in e["state"].items():
-        ok, msg = close(state.get(name), want, what=name, tol=(1e-10, 1e-8))
-        if not ok:
-            if "running" in name:
-                msg += " (BatchNorm statistics: craft in eval mode, then one train-mode forward)"
-            return msg
-    ok, msg = close(r.get("loss").reshape(()) if isinstance(r.get("loss"), torch.Tensor) and
-                    r["loss"].numel() == 1 else r.get("loss"), e["loss"].reshape(()), what="returned loss")
-    if not ok:
-        return msg
-    ok, msg = close(r.get("output"), e["output"], what="returned output")
-    return "" if ok else msg
-
-
-def score_3b(inp, exp, out, findings):
-    grade = ItemGrade("3b")
-    results = out.get("cases") if isinstance(out, dict) else None
-    if not isinstance(results, list) or len(results) != len(TRAIN_CASES):
-        grade.fail(f"raised {case_error(out)}" if case_error(out) else "no results came back")
-        return grade
-    first, rest, protocol = [], [], []
-    for i, ((fraction, public), e, r) in enumerate(zip(TRAIN_CASES, exp["cases"], results)):
-        problems = first if i == 0 else rest
-        err = case_error(r)
-        r = r if isinstance(r, dict) else {}
-        text = f"adv_fraction={fraction:g}" if public else "a hidden adv_fraction"
-        if err or "state" not in r:
-            problems.append(f"raised {err} for {text}" if err else f"no result for {text}")
-            protocol.append(problems[-1])
-            continue
-        problem = _step_problem(r, e)
-        if problem:
-            problems.append(f"{problem} for {text}")
-        calls = r.get("calls")
-        n_adv = e["n_adv"]
-        if not isinstance(calls, torch.Tensor) or calls.dim() != 2 or calls.shape[1] != 2:
-            protocol.append(f"attacker calls not recorded for {text}")
-        else:
-            real = calls[calls[:, 1] > 0] if calls.numel() else calls
-            if n_adv > 0 and (real.shape[0] != 1 or int(real[0, 1]) != n_adv):
-                protocol.append(f"the attacker should be called once with the first {n_adv} samples for {text} "
-                                f"(calls: {calls.tolist()})")
-            elif real.numel() and bool(real[:, 0].any()):
-                protocol.append(f"the attacker was called with the model in train mode for {text}")
-        if r.get("training_after") is not True:
-            protocol.append(f"the model was not back in train mode after the step for {text}")
-        if r.get("steps") != 1:
-            protocol.append(f"optimizer.step() was called {r.get('steps')} times (expected once) for {text}")
-        if r.get("loss_requires_grad") or r.get("output_requires_grad"):
-            protocol.append(f"the returned loss/output are not detached for {text}")
-    stale = out.get("stale")
-    if isinstance(stale, dict) and "state" in stale and not case_error(stale):
-        problem = _step_problem(stale, exp["stale"])
-        if problem:
-            protocol.append(f"with stale .grad values on the parameters before the call (as after an earlier "
-                            f"step), the step differs from the reference ({problem}): zero the gradients "
-                            f"before backward")
-    else:
-        err = case_error(stale) if isinstance(stale, dict) else None
-        protocol.append(f"raised {err} with stale .grad values on the parameters" if err else
-                        "no result for the step with stale .grad values on the parameters")
-    grade.add("adv_fraction=1: parameters, BatchNorm statistics, loss and output after the step equal the "
-              "reference step", 1.0, not first, summarize(first, 1, "cases"))
-    grade.add("mixed batches (adv_fraction 0.5, 0 and a hidden one) equal the reference step", 0.5, not rest,
-              summarize(rest, len(TRAIN_CASES) - 1, "cases"))
-    grade.add("protocol: attacker sees eval mode, train mode restored, gradients zeroed, one optimizer step, "
-              "detached results", 0.5,
-              not protocol, summarize(protocol, len(TRAIN_CASES) + 1, "checks"))
-    grade.note("(3b uses the grader's own FGSM attacker, so your PGDAttack does not affect this item.)")
-    return grade
-
-
-INPUTS = {"3a": inputs_3a, "3b": inputs_3b}
-EXPECTED = {"3a": expected_3a, "3b": expected_3b}
-SCORE = {"3a": score_3a, "3b": score_3b}

@@ -1,119 +1,44 @@
-"""Part 2 checks (trusted grading process): inputs, reference outputs and scoring of 2a and 2b.
+"""2b (2 points): `TransformerBlock`, `SimpleViT` and `default_vit_model`.
 
-2a: the submission's `Attention` (weights loaded from here) vs the same math written with
-`F.scaled_dot_product_attention` here: outputs, input and parameter gradients, float64 and float32.
-2b: `TransformerBlock` (global; windowed with and without padding) and `SimpleViT` (reference weights loaded by
-name, eval mode) vs the kit's reference built from the same weights; plus properties (parameter count and
-output of `default_vit_model`, stochastic depth active only in train mode, on both residual branches
-(`drop_path=1` makes a block the identity in train mode) and rising linearly over the blocks (a depth-2
-`SimpleViT` with `drop_path_rate=1` vs the reference in train mode), `use_abs_pos=False`). The sandbox
-grades 2b with a correct Attention substituted (rubric.py).
+`TransformerBlock` (global; windowed with and without padding) and `SimpleViT` (reference weights loaded by
+name, eval mode) vs the kit's reference built from the same weights: outputs, input and parameter gradients;
+plus properties (parameter count and output of `default_vit_model`, stochastic depth active only in train
+mode, on both residual branches (`drop_path=1` makes a block the identity in train mode) and rising linearly
+over the blocks (a depth-2 `SimpleViT` with `drop_path_rate=1` vs the reference in train mode),
+`use_abs_pos=False`).
+
+Both sides run with `childlib.TokenMixer` in place of `Attention` (the child sets `student_code.Attention`,
+this process the reference's): a 2a bug costs no 2b points, and no answer to 2a enters the sandbox.
 """
+import contextlib
+
 import torch
-import torch.nn.functional as F
 
-from .checks_part1 import _perturbed_state, _seeded_module
-from .compare import case_error, close, close_dict, generator, randn, summarize
-from .results import ItemGrade
+from .. import childlib
+from ..compare import case_error, close, generator, randn, summarize
+from ..results import ItemGrade
+from ._common import perturbed_state, seeded_module
+from .attention import _mismatches
 
+NUMBER = "2b"
+TITLE = "2b TransformerBlock, SimpleViT, default_vit_model"
+POINTS = 2.0
+BONUS = False
+GROUP = "vit"
+BUDGET_S = 60.0
+REQUIRES = ("TransformerBlock", "SimpleViT", "default_vit_model")
 F64, F32 = torch.float64, torch.float32
 
-# (B, H, W, dim, heads, qkv_bias, dtype, public, hint)
-ATTN_CASES = (
-    (2, 3, 5, 16, 4, True, F64, True, ""),
-    (1, 4, 4, 12, 1, True, F64, True, ""),
-    (2, 3, 4, 32, 8, True, F32, True, ""),
-    (2, 2, 7, 24, 6, False, F64, False, "qkv_bias=False with 6 heads"),
-    (3, 5, 3, 8, 2, True, F64, False, "batch 3 on a 5x3 grid"),
-    (1, 1, 1, 8, 2, True, F64, False, "a single token"),
-)
 
-
-def _attn_text(case):
-    b, h, w, dim, heads, qkv_bias, dtype, public, hint = case
-    if public:
-        return (f"x of shape (B={b}, H={h}, W={w}, C={dim}), num_heads={heads}, qkv_bias={qkv_bias}, "
-                f"{str(dtype).replace('torch.', '')}")
-    return f"a hidden case ({hint})"
-
-
-def inputs_2a(ref):
-    gen = generator(201)
-    cases = []
-    for b, h, w, dim, heads, qkv_bias, dtype, _, _ in ATTN_CASES:
-        state = {"qkv.weight": randn(gen, 3 * dim, dim, scale=2.0 * dim ** -0.5),
-                 "proj.weight": randn(gen, dim, dim, scale=dim ** -0.5), "proj.bias": randn(gen, dim, scale=0.1)}
-        if qkv_bias:
-            state["qkv.bias"] = randn(gen, 3 * dim, scale=0.3)
-        cases.append({"dim": dim, "heads": heads, "qkv_bias": qkv_bias,
-                      "state": {k: v.to(dtype) for k, v in state.items()},
-                      "x": randn(gen, b, h, w, dim).to(dtype), "gout": randn(gen, b, h, w, dim).to(dtype)})
-    return {"cases": cases}
-
-
-def reference_attention(x, params, heads):
-    """Multi-head self-attention of `x (B, H, W, C)` with SDPA; `params` holds qkv/proj weights."""
-    B, H, W, C = x.shape
-    qkv = F.linear(x, params["qkv.weight"], params.get("qkv.bias"))  # (B, H, W, 3C)
-    qkv = qkv.reshape(B, H * W, 3, heads, C // heads).permute(2, 0, 3, 1, 4)  # (3, B, nh, L, hd)
-    out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (B, nh, L, hd)
-    out = out.transpose(1, 2).reshape(B, H, W, C)  # (B, H, W, C)
-    return F.linear(out, params["proj.weight"], params["proj.bias"])
-
-
-def expected_2a(ref, inp):
-    out = []
-    for c in inp["cases"]:
-        dtype = c["x"].dtype
-        params = {k: v.detach().double().clone().requires_grad_(True) for k, v in c["state"].items()}
-        x = c["x"].detach().double().clone().requires_grad_(True)
-        y = reference_attention(x, params, c["heads"])
-        y.backward(c["gout"].double())
-        out.append({"out": y.detach().to(dtype), "gx": x.grad.to(dtype),
-                    "grads": {k: p.grad.to(dtype) for k, p in params.items()}})
-    return {"cases": out}
-
-
-def _mismatches(r, e, err, input_grad_name):
-    """`[(key, message)]` for each of a case's results (`out`, `gx`, `grads`) that is missing or differs
-    from the expected one `e`; `err` is the case's exception text, if it raised."""
-    out = []
-    for key, what in (("out", "output"), ("gx", input_grad_name), ("grads", "parameter gradients")):
-        if key not in r:
-            ok, msg = False, (f"raised {err}" if err else f"{what} missing")
-        elif key == "grads":
-            ok, msg = close_dict(r[key], e[key], "gradient")
-        else:
-            ok, msg = close(r[key], e[key], what=what)
-        if not ok:
-            out.append((key, msg))
-    return out
-
-
-def score_2a(inp, exp, out, findings):
-    grade = ItemGrade("2a")
-    for f in findings:
-        grade.forbid(f)
-    flags = out.get("forbidden") if isinstance(out, dict) else None
-    if isinstance(flags, list) and flags:
-        grade.forbid(str(flags[0])[:300])
-    results = out.get("cases") if isinstance(out, dict) else None
-    if not isinstance(results, list) or len(results) != len(inp["cases"]):
-        grade.fail("no per-case results came back")
-        return grade
-    fails = {"out": [], "gx": [], "grads": []}
-    for case, e, r in zip(ATTN_CASES, exp["cases"], results):
-        err = case_error(r)
-        r = r if isinstance(r, dict) else {}
-        text = _attn_text(case)
-        for key, msg in _mismatches(r, e, err, "gradient of x"):
-            fails[key].append(f"{msg} for {text}")
-    n = len(ATTN_CASES)
-    grade.add("output matches softmax(QK^T * scale)V attention (reference: F.scaled_dot_product_attention)", 1.0,
-              not fails["out"], summarize(fails["out"], n, "cases"))
-    grade.add("gradient of the input", 0.5, not fails["gx"], summarize(fails["gx"], n, "cases"))
-    grade.add("gradients of qkv and proj", 0.5, not fails["grads"], summarize(fails["grads"], n, "cases"))
-    return grade
+@contextlib.contextmanager
+def token_mixer(ref):
+    """The reference module with `Attention` replaced by `childlib.TokenMixer` (restored afterwards)."""
+    saved = ref.Attention
+    ref.Attention = childlib.TokenMixer
+    try:
+        yield ref
+    finally:
+        ref.Attention = saved
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -130,8 +55,12 @@ BLOCK_CASES = (
     (dict(dim=8, num_heads=2, mlp_ratio=4.0, qkv_bias=True, drop_path=0.0, window_size=8), (1, 3, 5, 8),
      False, "a window larger than the grid"),
 )
+
+
 VIT_KWARGS = dict(img_size=64, num_classes=10, patch_size=16, embed_dim=32, depth=3, num_heads=4, mlp_ratio=2.0,
                   drop_path_rate=0.2, window_size=2, window_block_indexes=(0, 2))
+
+
 VIT_CASES = (
     (VIT_KWARGS, (2, 3, 64, 64), True, "SimpleViT(img_size=64, patch_size=16, embed_dim=32, depth=3, "
                                        "num_heads=4, window_size=2, window_block_indexes=(0, 2)) on 64x64"),
@@ -140,33 +69,124 @@ VIT_CASES = (
           qkv_bias=False, drop_path_rate=0.1, window_size=3, window_block_indexes=(1,)), (2, 3, 32, 32), False,
      "patch 8, window 3 with padding, qkv_bias=False"),
 )
+
+
 PROP_KWARGS = dict(img_size=32, num_classes=5, patch_size=8, embed_dim=16, depth=2, num_heads=2, mlp_ratio=2.0,
                    window_size=2, window_block_indexes=(0,))
+
+
 # stochastic depth at rate 1 (deterministic in train mode): a block that drops both branches always, and a
 # depth-2 SimpleViT whose rates rise linearly 0 -> 1 (first block never dropped, last block always)
 DROP_BLOCK_KWARGS = dict(dim=16, num_heads=4, mlp_ratio=2.0, qkv_bias=True, drop_path=1.0, window_size=0)
+
+
 DROP_VIT_KWARGS = dict(img_size=32, num_classes=5, patch_size=8, embed_dim=16, depth=2, num_heads=2, mlp_ratio=2.0,
                        drop_path_rate=1.0, window_size=2, window_block_indexes=(0,))
 
 
-def inputs_2b(ref):
+
+def inputs(ref):
+    with token_mixer(ref):
+        return _inputs(ref)
+
+
+def _inputs(ref):
     gen = generator(211)
     blocks, vits = [], []
     for i, (kwargs, shape, _, _) in enumerate(BLOCK_CASES):
-        model = _seeded_module(lambda: ref.TransformerBlock(**kwargs), 212 + i).double()
-        blocks.append({"kwargs": dict(kwargs), "state": _perturbed_state(model, 220 + i),
+        model = seeded_module(lambda: ref.TransformerBlock(**kwargs), 212 + i).double()
+        blocks.append({"kwargs": dict(kwargs), "state": perturbed_state(model, 220 + i),
                        "x": randn(gen, *shape), "gout": randn(gen, *shape)})
     for i, (kwargs, shape, _, _) in enumerate(VIT_CASES):
-        model = _seeded_module(lambda: ref.SimpleViT(**kwargs), 230 + i).double()
-        vits.append({"kwargs": dict(kwargs), "state": _perturbed_state(model, 240 + i),
+        model = seeded_module(lambda: ref.SimpleViT(**kwargs), 230 + i).double()
+        vits.append({"kwargs": dict(kwargs), "state": perturbed_state(model, 240 + i),
                      "x": randn(gen, *shape), "gout": randn(gen, shape[0], kwargs["num_classes"])})
     props = {"classes": 37, "x128": randn(gen, 1, 3, 128, 128, dtype=F32), "kwargs": dict(PROP_KWARGS),
              "x": randn(gen, 4, 3, 32, 32), "high_rate": 0.5}
-    vit = _seeded_module(lambda: ref.SimpleViT(**DROP_VIT_KWARGS), 250).double()
+    vit = seeded_module(lambda: ref.SimpleViT(**DROP_VIT_KWARGS), 250).double()
     props["drop_one"] = {"block_kwargs": dict(DROP_BLOCK_KWARGS), "block_x": randn(gen, 3, 4, 5, 16),
-                         "vit_kwargs": dict(DROP_VIT_KWARGS), "vit_state": _perturbed_state(vit, 251),
+                         "vit_kwargs": dict(DROP_VIT_KWARGS), "vit_state": perturbed_state(vit, 251),
                          "vit_x": randn(gen, 3, 3, 32, 32)}
     return {"blocks": blocks, "vits": vits, "props": props}
+
+
+
+def run(sc, inp, lib):
+    sc.Attention = lib.TokenMixer  # 2b is graded on a stand-in for Attention (see childlib.TokenMixer)
+    res = {}
+
+    def forward_backward(build, c):
+        try:
+            torch.manual_seed(0)
+            model = build(**c["kwargs"]).double()
+            model.load_state_dict(c["state"])
+            model.eval()
+            x = c["x"].clone().requires_grad_(True)
+            out = model(x)
+            r = {"out": lib.plain(out)}
+            out.backward(c["gout"])
+            r["gx"] = lib.plain(x.grad)
+            r["grads"] = lib.grads(model)
+            return r
+        except BaseException as exc:  # noqa: B902
+            return {"error": lib.describe(exc)}
+
+    res["blocks"] = [forward_backward(sc.TransformerBlock, c) for c in inp["blocks"]]
+    res["vits"] = [forward_backward(sc.SimpleViT, c) for c in inp["vits"]]
+    p = inp["props"]
+
+    def default_model():
+        torch.manual_seed(0)
+        n_params = int(sum(q.numel() for q in sc.default_vit_model(num_classes=100).parameters()))
+        model = sc.default_vit_model(num_classes=p["classes"]).eval()
+        with torch.no_grad():
+            shape = torch.tensor(list(model(p["x128"]).shape))
+        return {"n_params": n_params, "shape": shape}
+
+    def drop_path():
+        out = {}
+        for key, rate in (("rate0", 0.0), ("rate_high", p["high_rate"])):
+            torch.manual_seed(0)
+            model = sc.SimpleViT(**p["kwargs"], drop_path_rate=rate).double()
+            model.eval()
+            with torch.no_grad():
+                out[key + "_eval"] = lib.plain(model(p["x"]))
+                model.train()
+                torch.manual_seed(1)
+                out[key + "_train"] = lib.plain(model(p["x"]))
+        return out
+
+    def drop_rates():
+        # drop_path=1: both residual branches always dropped in train mode, the block is the identity
+        d = p["drop_one"]
+        torch.manual_seed(0)
+        block = sc.TransformerBlock(**d["block_kwargs"]).double()
+        block.train()
+        torch.manual_seed(2)
+        with torch.no_grad():
+            block_out = lib.plain(block(d["block_x"]))
+        # depth 2, drop_path_rate=1: rates 0 then 1, so the train-mode output is deterministic
+        torch.manual_seed(0)
+        vit = sc.SimpleViT(**d["vit_kwargs"]).double()
+        vit.load_state_dict(d["vit_state"])
+        vit.train()
+        torch.manual_seed(3)
+        with torch.no_grad():
+            vit_out = lib.plain(vit(d["vit_x"]))
+        return {"block_out": block_out, "vit_out": vit_out}
+
+    def no_pos():
+        torch.manual_seed(0)
+        model = sc.SimpleViT(**p["kwargs"], use_abs_pos=False).double().eval()
+        with torch.no_grad():
+            shape = torch.tensor(list(model(p["x"]).shape))
+        return {"pos_is_none": getattr(model, "pos_embed", 0) is None, "shape": shape}
+
+    for name, fn in (("default", default_model), ("drop_path", drop_path), ("drop_rates", drop_rates),
+                     ("no_pos", no_pos)):
+        lib.stage(res, name, fn)
+    return res
+
 
 
 def _reference_pass(build, c):
@@ -179,7 +199,13 @@ def _reference_pass(build, c):
     return {"out": out.detach(), "gx": x.grad, "grads": {n: p.grad for n, p in model.named_parameters()}}
 
 
-def expected_2b(ref, inp):
+
+def expected(ref, inp):
+    with token_mixer(ref):
+        return _expected(ref, inp)
+
+
+def _expected(ref, inp):
     blocks = [_reference_pass(ref.TransformerBlock, c) for c in inp["blocks"]]
     vits = [_reference_pass(ref.SimpleViT, c) for c in inp["vits"]]
     with torch.random.fork_rng(devices=[]):
@@ -191,6 +217,7 @@ def expected_2b(ref, inp):
         with torch.no_grad():
             drop_vit = vit(d["vit_x"])
     return {"blocks": blocks, "vits": vits, "n_params": n_params, "drop_vit": drop_vit}
+
 
 
 def _drop_rate_problems(inp, exp, d):
@@ -228,7 +255,8 @@ def _pass_failures(results, expected, cases):
     return fails
 
 
-def score_2b(inp, exp, out, findings):
+
+def score(inp, exp, out):
     grade = ItemGrade("2b")
     if not isinstance(out, dict) or "blocks" not in out:
         grade.fail(f"raised {case_error(out)}" if case_error(out) else "no results came back")
@@ -283,10 +311,6 @@ def score_2b(inp, exp, out, findings):
         problems.append("SimpleViT(use_abs_pos=False) gives the wrong output shape")
     grade.add("default_vit_model, stochastic depth (train mode only), use_abs_pos=False", 0.5, not problems,
               "; ".join(problems[:2]))
-    grade.note("(2b is graded with a correct Attention in place of yours, so a 2a bug does not cost points here.)")
+    grade.note("(2b is graded with a stand-in for Attention in place of yours, so a 2a bug does not cost points here.)")
     return grade
 
-
-INPUTS = {"2a": inputs_2a, "2b": inputs_2b}
-EXPECTED = {"2a": expected_2a, "2b": expected_2b}
-SCORE = {"2a": score_2a, "2b": score_2b}

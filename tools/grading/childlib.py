@@ -1,24 +1,83 @@
-"""Trusted helpers shared by the grading process and the sandbox child (copied into the sandbox as
-`_grading_harness.py`). Only torch/torchvision code; nothing from the submission or the reference.
+"""Helpers the untrusted child uses to run the items (shipped into the sandbox under a random module name; the
+grading process imports the same module to build the same models). Only torch/torchvision code that is
+*no answer* to any item: nothing here computes what a student must write.
 
+- `describe(exc)`: an exception as `Type: message (student_code.py line N)` (the student's own lines only).
+- `plain(t)`, `grads(model)`, `stage(results, name, fn)`: raw outputs for the parent (plain contiguous copies).
 - `SmallCNN`: the fixed model that Part 3 attacks and trains (conv-BN-ReLU x2, pooling, linear).
-- `RecordingFGSM`: the attacker given to `adversarial_training_step` (3b): one FGSM step, recording the mode
-  the model is in when it is called and how many samples it gets.
-- `ReferenceAttention`: a correct `Attention` (same constructor and parameter names) substituted for the
-  student's when grading 2b, so a 2a bug is not charged twice.
-- `RecordingConv`: an `nn.Conv2d` subclass to check that `default_cnn_model(conv_op=...)` builds every
-  convolution with `conv_op`.
+- `RecordingAttacker`: the gradient-free attacker given to `adversarial_training_step` (3b).
+- `TokenMixer`: the stand-in for `Attention` when grading 2b (not attention, so no 2a answer).
+- `RecordingConv`, `module_classes`: to see whether a model builds its convolutions with `conv_op` (1b-iii).
 - `build_resnet18` / `swap_convs`: torchvision's ResNet-18 with seeded weights and random BatchNorm statistics,
   and the replacement of its `nn.Conv2d` layers by another conv class (1b-iv).
 - `grad_sketch`: a compact fingerprint of a (large) gradient tensor.
-- `model_snapshot`: parameters, buffers, `.grad`, `requires_grad` flags and modes of a model.
+- `model_snapshot` / `load_model_state`: parameters, buffers, `.grad`, `requires_grad` flags and modes.
 """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+LIMIT_MESSAGE = 300  # characters of an exception message kept
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def describe(exc):
+    """`"Type: message (student_code.py line N)"`, robust to hostile exception objects. Only the student's
+    own file is named; the message is cut to `LIMIT_MESSAGE` characters."""
+    try:
+        name = type(exc).__name__
+    except BaseException:  # noqa: B902
+        name = "Exception"
+    try:
+        text = str(exc)
+    except BaseException:  # noqa: B902
+        text = "<unprintable>"
+    if not isinstance(name, str):
+        name = "Exception"
+    if not isinstance(text, str):
+        text = "<unprintable>"
+    line = None
+    try:
+        tb = exc.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename.endswith("student_code.py"):
+                line = tb.tb_lineno
+            tb = tb.tb_next
+    except BaseException:  # noqa: B902
+        pass
+    out = f"{name[:80]}: {text}" if text else name[:80]
+    if len(out) > LIMIT_MESSAGE:
+        out = out[:LIMIT_MESSAGE] + "..."
+    if line is not None:
+        out += f" (student_code.py line {int(line)})"
+    return out
+
+
+def plain(t):
+    """A detached, contiguous plain `torch.Tensor` copy (no subclass, no graph, owning its storage), or None."""
+    if t is None:
+        return None
+    if not isinstance(t, torch.Tensor):
+        t = torch.as_tensor(t)
+    t = t.detach()
+    if type(t) is not torch.Tensor:
+        t = t.as_subclass(torch.Tensor)
+    return t.cpu().contiguous().clone(memory_format=torch.contiguous_format)
+
+
+def grads(model):
+    """`{parameter name: plain copy of .grad}` for parameters with a gradient."""
+    return {n: plain(p.grad) for n, p in model.named_parameters() if p.grad is not None}
+
+
+def stage(results, name, fn):
+    """`results[name] = fn()`, or `{"error": describe(exc)}` when it raises."""
+    try:
+        results[name] = fn()
+    except BaseException as exc:  # noqa: B902 - SystemExit from student code too
+        results[name] = {"error": describe(exc)}
 
 
 def valid_range(dtype=torch.float64):
@@ -45,49 +104,57 @@ class SmallCNN(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))  # (N, num_classes)
 
 
-class RecordingFGSM:
-    """One FGSM step of size `epsilon` (ascent on `loss_fn(model(x), target)`), projected onto the valid
-    image range. Records `(model.training, n)` at each call in `self.calls`. It runs the model as it finds
-    it (it does not switch modes), so crafting in train mode would update BatchNorm statistics."""
+class RecordingAttacker:
+    """The attacker handed to `adversarial_training_step` (3b). It computes no gradient (it is no answer to
+    3a): it runs the model once on the batch as it finds it (so crafting in train mode moves BatchNorm
+    statistics), then returns `input + epsilon * sign(fixed noise)` projected onto the valid image range.
+    Records, per call, `(model.training, n, target given)` in `self.calls` and the batch and target it got."""
 
-    def __init__(self, loss_fn, epsilon=0.05):
-        self.loss_fn = loss_fn
+    def __init__(self, epsilon=0.05, seed=7):
         self.epsilon = epsilon
+        self.seed = seed
         self.calls = []
+        self.inputs = []
+        self.targets = []
 
     def perturb(self, model, input, target=None):
-        self.calls.append((bool(model.training), int(input.shape[0])))
-        x = input.detach().clone().requires_grad_(True)
-        with torch.enable_grad():
-            loss = self.loss_fn(model(x), target)
-            grad, = torch.autograd.grad(loss, x)
-        low, high = (t.to(x.dtype) for t in valid_range())
-        adv = x.detach() + self.epsilon * grad.sign()
+        self.calls.append((bool(model.training), int(input.shape[0]), target is not None))
+        self.inputs.append(input.detach().clone())
+        self.targets.append(None if target is None else target.detach().clone())
+        with torch.no_grad():
+            model(input)
+        noise = torch.randn(input.shape, generator=torch.Generator().manual_seed(self.seed), dtype=input.dtype)
+        low, high = (t.to(input.dtype) for t in valid_range())
+        adv = input.detach() + self.epsilon * noise.sign()
         return torch.max(torch.min(adv, high), low).detach()
 
 
-class ReferenceAttention(nn.Module):
-    """Multi-head self-attention over `(B, H, W, C)` token grids (the answer to 2a, used to grade 2b)."""
+class TokenMixer(nn.Module):
+    """A stand-in for the student's `Attention` when grading 2b (same constructor, `qkv`/`proj`/`scale`
+    attributes and state_dict keys), so a 2a bug costs no 2b points. It is deliberately *not* attention (no
+    softmax over query-key scores): `proj(v * sigmoid(k) + mean over tokens of q)` on `(B, H, W, C)`, which
+    mixes tokens (window layout and padding matter) and depends on every weight."""
 
     def __init__(self, dim, num_heads=8, qkv_bias=True):
         super().__init__()
         self.num_heads = num_heads
-        head_dim = dim // num_heads
-        self.scale = head_dim ** -0.5
+        self.scale = (dim // num_heads) ** -0.5
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x):
-        B, H, W, C = x.shape
-        nh = self.num_heads
-        qkv = self.qkv(x).reshape(B, H * W, 3, nh, C // nh).permute(2, 0, 3, 1, 4)  # (3, B, nh, L, hd)
-        attn = (qkv[0] * self.scale) @ qkv[1].transpose(-2, -1)  # (B, nh, L, L)
-        out = attn.softmax(dim=-1) @ qkv[2]  # (B, nh, L, hd)
-        return self.proj(out.transpose(1, 2).reshape(B, H, W, C))  # (B, H, W, C)
+        q, k, v = self.qkv(x).chunk(3, dim=-1)  # each (B, H, W, C)
+        mixed = v * torch.sigmoid(k) + q.mean(dim=(1, 2), keepdim=True)  # (B, H, W, C)
+        return self.proj(mixed)
 
 
 class RecordingConv(nn.Conv2d):
     """`nn.Conv2d` under another class, to see whether a model builds its convolutions with `conv_op`."""
+
+
+def module_classes(model):
+    """`[module.class qualname]` of every submodule (raw: the parent decides what they mean)."""
+    return [f"{type(m).__module__}.{type(m).__qualname__}" for m in model.modules()]
 
 
 def count_convs(model, other_classes=()):

@@ -28,11 +28,23 @@ from grading.versions import PROFILES  # noqa: E402
 GRADER_FAULTS = ("could not be checked", "grader error", "Traceback", "sandbox did not start")
 
 
+_SUPERVISOR = []
+
+
+def _supervisor():
+    """One Supervisor for every submission graded here: its uid slots are what keeps concurrent sandboxes
+    apart (two Supervisors would hand out the same uids)."""
+    if not _SUPERVISOR:
+        _SUPERVISOR.append(sandbox.Supervisor())
+    return _SUPERVISOR[0]
+
+
 def _grade(tmp_path, name, text, parts=None):
     folder = tmp_path / name
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "student_code.py").write_text(text)
-    results, status = grade_submission(str(folder), shared.kit(), parts, sandbox.Limits(), parallel_groups=1)
+    results, status = grade_submission(str(folder), shared.kit(), parts, sandbox.Limits(), supervisor=_supervisor(),
+                                       parallel_groups=1)
     return results, status
 
 

@@ -115,6 +115,10 @@ def test_whole_corpus(version, tmp_path, slow_selected):
     for m in corpus.manifest(version)["mutants"]:
         names = [m["costs"]] + list(m["also"]) if m["costs"] else numbers
         jobs.append((m["name"], corpus.mutant_text(version, m["name"]), m, _parts_for(version, names)))
+    from grading.versions import items as version_items
+
+    for n in version_items.graded_numbers(profile, numbers):  # the references once, before the threads start
+        shared.kit().expected(n, version_items.module_for(profile, n))  # (as grade_batch does)
     with concurrent.futures.ThreadPoolExecutor(max_workers=_jobs()) as pool:
         futures = {pool.submit(_grade, tmp_path, name, text, parts): (name, m, parts)
                    for name, text, m, parts in jobs}

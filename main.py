@@ -306,7 +306,8 @@ def check_parts(args, embedded):
     """Before any training: make sure the parts of student_code.py this job needs are implemented.
 
     Needed (missing -> `NotImplementedError` naming each part and the flag that needs it, exit 3): the
-    model's parts (default CNN 1b-iii, `--use-custom-conv` 1a, `--use-vit` 2a/2b), `-a` 3a, `--pgd` 3a/3b.
+    model's parts (default CNN 1b-iii, `--use-custom-conv` 1a, `--use-vit` 2a/2b), `-a` (PGD) 3a, `--pgd`
+    3a/3b.
     Optional (missing -> skipped at the end with one `note:` line): the demo's final attack (3a) and the
     saliency maps of `-e -v` (3a). Returns `{"final_attack" | "saliency": note}` for the skipped ones.
     """
@@ -320,7 +321,7 @@ def check_parts(args, embedded):
         needed.append(("conv", "--use-custom-conv"))
     if not (args.use_vit or args.use_simplenet or args.use_resnet18):
         needed.append(("cnn", model_flag or "the default model, used when no model flag is given"))
-    if args.attack:
+    if args.attack in (True, "pgd"):  # the library attacks of `-a apgd-ce` / `-a autoattack` need no Part 3a
         needed.append(("attack", "-a/--attack"))
     if args.pgd:
         needed += [("attack", "--pgd"), ("adv_training", "--pgd")]
@@ -334,7 +335,8 @@ def check_parts(args, embedded):
     skipped = {}
     training = not (args.evaluate or args.attack)
     optional = [("final_attack", "attack", "the final attack of the demo", training and embedded),
-                ("saliency", "saliency", "the saliency maps of -e -v", args.evaluate and args.vis)]
+                ("saliency", "saliency", "the saliency maps of -e -v",
+                 args.evaluate and args.vis and not getattr(args, "explain", None))]  # --explain: Part 4's maps
     for key, what, label, wanted in optional:
         message = _unfinished(what, student_code, args) if wanted else None
         if message:

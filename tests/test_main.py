@@ -221,6 +221,15 @@ def test_missing_optional_part_skips_the_final_attack_with_a_note(tiny, tmp_path
     assert os.path.isfile(os.path.join(run, "model_best.pth.tar"))
 
 
+def test_library_attack_needs_no_part_3a(tiny, tmp_path, capsys, monkeypatch):
+    """`-a apgd-ce` runs torchattacks' APGD, not the student's PGD: Part 3a missing must not stop it."""
+    stub_parts(monkeypatch, "3a")
+    skipped = runner.check_parts(runner.get_args_parser().parse_args([tiny, "-a", "apgd-ce"] + FAST), False)
+    assert skipped == {}
+    with pytest.raises(NotImplementedError, match="Part 3a.*needed by -a"):
+        runner.check_parts(runner.get_args_parser().parse_args([tiny, "-a"] + FAST), False)
+
+
 def test_missing_saliency_skips_the_maps_of_eval_vis(tiny, tmp_path, capsys, monkeypatch):
     stub_parts(monkeypatch, "3a")
     code, out, err = run_cli([tiny, "-e", "-v", "--log-dir", str(tmp_path / "logs")] + FAST, capsys)

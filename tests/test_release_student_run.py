@@ -32,6 +32,8 @@ def release(tmp_path_factory):
                           capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert proc.returncode == 0, f"make_release failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     rel = out / "release"
+    assert first_hour.fill_parts(reference_source(), []) == (rel / "student_code.py").read_text(encoding="utf-8"), \
+        "fill_parts with no part filled must give the release's own stub"
     (rel / "student_code.py").write_text(first_hour.fill_parts(reference_source(), ["1a"]), encoding="utf-8")
     custom_dataloader.build_synthetic_dataset(out / "data", seed=1, num_classes=4, train_per_class=8,
                                               val_per_class=4, test_per_class=1)

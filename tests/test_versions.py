@@ -492,3 +492,13 @@ def test_course_pgd(version, name, says, tmp_path, slow_selected):
         assert e["score"] == e["max_score"], e["output"]
     else:
         assert e["score"] < e["max_score"] and says in e["output"], e["output"]
+
+
+def test_pgd_reference_model_is_the_attacked_model():
+    from grading.versions import pgd_behaviour
+
+    inp = pgd_behaviour.inputs(adapters.calls(PROFILES["2024"]))
+    model = pgd_behaviour.build_model(inp["state"]).eval()
+    with torch.no_grad():
+        diff = (model(inp["x"]) - pgd_behaviour.eval_forward(inp["state"], inp["x"])).abs().max().item()
+    assert diff < 1e-12, diff

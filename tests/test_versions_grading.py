@@ -28,11 +28,23 @@ from grading.versions import PROFILES  # noqa: E402
 GRADER_FAULTS = ("could not be checked", "grader error", "Traceback", "sandbox did not start")
 
 
+_SUPERVISOR = []
+
+
+def _supervisor():
+    """One Supervisor for every submission graded here: its uid slots are what keeps concurrent sandboxes
+    apart (two Supervisors would hand out the same uids)."""
+    if not _SUPERVISOR:
+        _SUPERVISOR.append(sandbox.Supervisor())
+    return _SUPERVISOR[0]
+
+
 def _grade(tmp_path, name, text, parts=None):
     folder = tmp_path / name
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "student_code.py").write_text(text)
-    results, status = grade_submission(str(folder), shared.kit(), parts, sandbox.Limits(), parallel_groups=1)
+    results, status = grade_submission(str(folder), shared.kit(), parts, sandbox.Limits(), supervisor=_supervisor(),
+                                       parallel_groups=1)
     return results, status
 
 
@@ -103,6 +115,10 @@ def test_whole_corpus(version, tmp_path, slow_selected):
     for m in corpus.manifest(version)["mutants"]:
         names = [m["costs"]] + list(m["also"]) if m["costs"] else numbers
         jobs.append((m["name"], corpus.mutant_text(version, m["name"]), m, _parts_for(version, names)))
+    from grading.versions import items as version_items
+
+    for n in version_items.graded_numbers(profile, numbers):  # the references once, before the threads start
+        shared.kit().expected(n, version_items.module_for(profile, n))  # (as grade_batch does)
     with concurrent.futures.ThreadPoolExecutor(max_workers=_jobs()) as pool:
         futures = {pool.submit(_grade, tmp_path, name, text, parts): (name, m, parts)
                    for name, text, m, parts in jobs}

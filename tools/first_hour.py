@@ -27,12 +27,16 @@ ROOT = os.path.dirname(TOOLS)
 if TOOLS not in sys.path:
     sys.path.insert(0, TOOLS)
 
-from release import markers  # noqa: E402
+from release import markers, parts as course_parts  # noqa: E402
 
 
-def fill_parts(reference, parts):
+def fill_parts(reference, parts, ship=None):
     """`reference` stripped into the release's stubs except for the solution blocks of `parts`, whose
-    answers stay (their marker lines removed): the student_code.py of a student who solved `parts`."""
+    answers stay (their marker lines removed): the student_code.py of a student who solved `parts`. The
+    optional parts the course does not ship (`ship`, default: the kit's course_parts.json) are left out
+    first, as make_release does."""
+    ship = course_parts.load_config(ROOT)["parts"] if ship is None else ship
+    reference = course_parts.select_text(reference, ship, "student_code.py")
     blocks = markers.parse_blocks(reference)
     drop = {line for b in blocks if b.part in parts for line in (b.begin, b.end)}
     lines = reference.splitlines(keepends=True)

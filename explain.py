@@ -8,11 +8,11 @@ and `gradcam++` (Part 4b `GradCAM` / `GradCAMPlusPlus`, CNNs), `ig` (Part 4c `In
 `rollout` (Part 4d `attention_rollout`, `--use-vit`). Every method comes from the student's
 `student_code.py`; a missing or unfinished one ends the run with `error: not implemented yet: ...` (exit 3).
 
-On the first `--explain-images` validation images (one batch) it writes
-- with `-e`: `Image/Image_Atten` (maps over the images) to TensorBoard and `explain_<method>.png` (images in
-  the first row, maps in the second) to the run folder;
+On the first `--explain-images` validation images it writes
+- with `-e`: `Image/Image_Atten` (maps over the images) to TensorBoard and `explain_<method>.png` (a line of
+  8 images, then a line of their maps, ...) to the run folder;
 - with `-a`: the same for the clean images and for their adversarial versions (`Image/Image_Atten_Adv`),
-  `explain_<method>_clean_vs_adv.png` (rows: clean image, its map, adversarial image, its map), and how far
+  `explain_<method>_clean_vs_adv.png` (lines: clean images, their maps, adversarial images, their maps), and how far
   the explanation moved, per image and on average: the Spearman rank correlation of the two maps and the
   overlap of their top `--explain-topk` share of pixels (`explain/spearman`, `explain/topk_overlap` in
   TensorBoard; `explain_<method>.json` in the run folder; printed).
@@ -69,6 +69,7 @@ def validate(args, usage_error):
                           f"saliency, smoothgrad or ig")
     if args.cam_layer is not None and args.explain not in CNN_ONLY:
         raise usage_error("--cam-layer applies to --explain gradcam / gradcam++ only")
+    student_piece(args.explain)  # a method missing from this release: exit 3 before any work
 
 
 ################################################################################
@@ -250,11 +251,17 @@ def first_images(loader, count, device):
 
 
 def save_grid(path, rows, nrow):
-    """`rows`: list of `(N, 3, H, W)` images in [0, 1] -> one PNG with the rows stacked."""
+    """`rows`: list of `(N, 3, H, W)` images in [0, 1] (e.g. images, their maps) -> one PNG: `nrow` images
+    per line, the lines of `rows` interleaved (images 0-7, their maps, images 8-15, their maps, ...)."""
     import cv2
     from torchvision.utils import make_grid
 
-    grid = make_grid(torch.cat(rows).float().cpu(), nrow=nrow, padding=2, pad_value=1.0)  # (3, H', W')
+    n = rows[0].shape[0]
+    lines = [r[i:i + nrow] for i in range(0, n, nrow) for r in rows]
+    if n % nrow:  # pad the last group of lines so that every line starts at the left
+        lines = [torch.cat([line, line.new_ones((nrow - line.shape[0],) + tuple(line.shape[1:]))])
+                 if line.shape[0] < nrow else line for line in lines]
+    grid = make_grid(torch.cat(lines).float().cpu(), nrow=nrow, padding=2, pad_value=1.0)  # (3, H', W')
     cv2.imwrite(path, (grid.permute(1, 2, 0).numpy()[:, :, ::-1] * 255).round().astype("uint8"))
 
 

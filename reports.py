@@ -104,16 +104,16 @@ def plot_confusion(cm, names, title="confusion matrix"):
     k = cm.shape[0]
     rows = cm.sum(axis=1, keepdims=True)
     share = 100.0 * cm / np.maximum(rows, 1)
-    side = min(4 + 0.32 * k, 24)
-    fig = Figure(figsize=(side + 1.5, side), dpi=100 if k <= 40 else 80)
+    side = min(4 + 0.32 * k, 14)
+    fig = Figure(figsize=(side + 1.5, side), dpi=100)
     ax = fig.add_subplot(1, 1, 1)
     im = ax.imshow(share, cmap="Blues", vmin=0, vmax=100, interpolation="nearest")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="% of the true class")
     labels = names if k <= 40 else [str(i) for i in range(k)]
     step = 1 if k <= 40 else max(1, k // 20)
     ax.set_xticks(range(0, k, step), [labels[i] for i in range(0, k, step)], rotation=90,
-                  fontsize=8 if k <= 20 else 6)
-    ax.set_yticks(range(0, k, step), [labels[i] for i in range(0, k, step)], fontsize=8 if k <= 20 else 6)
+                  fontsize=8 if k <= 20 else 7)
+    ax.set_yticks(range(0, k, step), [labels[i] for i in range(0, k, step)], fontsize=8 if k <= 20 else 7)
     if k <= 20:
         for t in range(k):
             for p in range(k):

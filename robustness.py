@@ -65,7 +65,9 @@ def validate_args(args, error_cls):
         if args.data_folder is None and os.path.isdir(args.attack):  # `main.py -a ../data`: the folder
             args.data_folder, args.attack = args.attack, "pgd"
         else:
-            raise error_cls(f"-a/--attack: unknown attack {args.attack!r}; choose one of {', '.join(ATTACKS)}")
+            hint = (" (a data folder that does not exist? put it first: main.py DATA -a)"
+                    if os.sep in args.attack or args.attack.startswith(".") else "")
+            raise error_cls(f"-a/--attack: unknown attack {args.attack!r}; choose one of {', '.join(ATTACKS)}{hint}")
     if args.report and not args.evaluate:
         raise error_cls("--report applies to -e/--evaluate only")
     for flag, name in (("--eps-sweep", "eps_sweep"), ("--steps-sweep", "steps_sweep"),

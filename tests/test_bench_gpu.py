@@ -27,6 +27,7 @@ def setup(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.mark.part("2b")  # the ViT rows need your Part 2 code (points summary)
 def test_bench_rows_and_flops(setup, capsys):
     out = setup / "bench.json"
     code = bench_gpu.main(TINY + ["--data", str(setup / "data"), "--models", "simplenet,vit",

@@ -150,3 +150,13 @@ def test_device_loader_epoch_is_a_function_of_the_seed(data, cache):
     c = [x for x, _ in train]
     assert all(torch.equal(u, v) for u, v in zip(a, b))
     assert not all(torch.equal(u, v) for u, v in zip(a, c))
+
+
+def test_command_line_builds_then_reports_up_to_date(data, cache, tmp_path, capsys):
+    assert decoded_cache.main([str(data), "-j", "0"]) == 0
+    assert decoded_cache.main([str(data), "-j", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("(built)") == 2 and out.count("(up to date)") == 2, out
+    assert decoded_cache.main([str(tmp_path / "nowhere")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "nowhere" in err and len(err.strip().splitlines()) == 1, err

@@ -346,8 +346,9 @@ def test_explainers_leave_model_and_input_as_found(method, mode, device):
 @pytest.mark.part("4b")
 def test_gradcam_removes_its_hook_on_error():
     model, layer = build("tiny")
+    check_map(student_code.GradCAM(model, layer).explain(images(2)), images(2))
     bad = images(2)[:, :2]  # 2 channels: the model fails
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="channels"):
         student_code.GradCAM(model, layer).layer_cam(bad)
     assert not layer._forward_hooks, "the forward hook must be removed in a `finally`, also when the model fails"
 
@@ -373,3 +374,33 @@ def test_runner_metrics_match_scipy():
     k = 4  # ceil(0.1 * 36)
     top_a, top_b = set(flat.flatten().topk(k).indices.tolist()), set(shifted.flatten().topk(k).indices.tolist())
     assert explain.topk_overlap(flat, shifted, 0.1).item() == len(top_a & top_b) / k
+
+
+################################################################################
+# The runner with the Part 4 methods
+################################################################################
+@pytest.mark.parametrize("method, flags", [
+    pytest.param("smoothgrad", ["--use-simplenet"], marks=pytest.mark.part("4a")),
+    pytest.param("gradcam", ["--use-simplenet"], marks=pytest.mark.part("4b")),
+    pytest.param("gradcam++", [], marks=pytest.mark.part("4b")),
+    pytest.param("ig", ["--use-simplenet"], marks=pytest.mark.part("4c")),
+    pytest.param("rollout", ["--use-vit"], marks=pytest.mark.part("4d")),
+])
+def test_runner_explains_clean_and_adversarial_images(method, flags, tmp_path, capsys):
+    import glob
+    import json
+    import os
+
+    import custom_dataloader
+    import main as runner
+
+    root = tmp_path / "data"
+    custom_dataloader.build_synthetic_dataset(root, seed=2, num_classes=3, train_per_class=1, val_per_class=2,
+                                              test_per_class=1)
+    code = runner.cli([str(root), "-a", "-v", "--explain", method, "--attack-steps", "1", "--img-size", "32",
+                       "-b", "6", "-j", "0", "--limit-batches", "1", "--log-dir", str(tmp_path / "logs")] + flags)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    run = glob.glob(os.path.join(str(tmp_path / "logs"), "*_*"))[0]
+    result = json.load(open(os.path.join(run, f"explain_{method}.json")))
+    assert result["images"] == 6 and os.path.isfile(os.path.join(run, f"explain_{method}_clean_vs_adv.png"))

@@ -139,11 +139,12 @@ def _cli_attack_text():
 
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory):
-    """Grade every hostile submission (in-process grader, 3 at a time), the fake-results + kill-everyone one
+    """Grade every hostile submission (in-process grader, 2 at a time), the fake-results + kill-everyone one
     through the command line and through the bundle's run_autograder, a stride-0 output through the command
     line with the grader's memory capped, and a batch where one submission attacks the others."""
     tmp = tmp_path_factory.mktemp("hostile")
-    env = {**os.environ, "AUTOGRADE_GRADER_MEM_MB": str(GRADER_MEM_MB)}
+    # one sandbox at a time per command-line run: a dozen torch processes at once would crowd a small machine
+    env = {**os.environ, "AUTOGRADE_GRADER_MEM_MB": str(GRADER_MEM_MB), "AUTOGRADE_PARALLEL": "1"}
     procs = {}
     attack = _write(str(tmp / "cli_attack"), _cli_attack_text())
     results = tmp / "cli" / "results" / "results.json"
@@ -173,14 +174,14 @@ def hostile(tmp_path_factory):
     for name in ("honest_1", "honest_2"):
         _write(str(batch / name), variants.reference_text())
     procs["batch"] = (subprocess.Popen([sys.executable, AUTOGRADE, "--batch", str(batch), "--csv",
-                                        str(tmp / "grades" / "grades.csv"), "-j", "3", "--parts", "2a"],
+                                        str(tmp / "grades" / "grades.csv"), "-j", "2", "--parts", "2a"],
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env),
                       tmp / "grades" / "grades.csv")
     started = time.monotonic()
     shared.kit()
     supervisor = sandbox.Supervisor()
     out = {}
-    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
         futures = {}
         for name, (parts, scale) in PARTS.items():
             folder = _write(str(tmp / name), _text(name))

@@ -552,3 +552,18 @@ def test_torchrun_two_processes_with_the_decoded_cache(tiny, tmp_path):
     assert len(metas) == 2, f"expected one cache entry per split, got {metas}"
     [run] = run_folders(tmp_path / "logs")
     assert os.path.isfile(os.path.join(run, "checkpoint.pth.tar"))
+
+
+@pytest.mark.slow  # torch.compile builds C++ kernels: about 3 minutes on 2 loaded cores
+def test_compile_trains_and_saves_a_plain_checkpoint(tiny, kit_cache, tmp_path, capsys, request):
+    markexpr = request.config.getoption("markexpr") or ""
+    if "slow" not in markexpr or "not slow" in markexpr:
+        pytest.skip("slow check (torch.compile, minutes): run with `python -m pytest -m slow`")
+    logs = str(tmp_path / "logs")
+    code, out, err = run_cli([tiny, "--epochs", "1", "--log-dir", logs, "--compile", "--gpu-augment"] + FAST, capsys)
+    assert code == 0, err
+    final_acc(out)
+    [run] = run_folders(logs)
+    ckpt = torch.load(os.path.join(run, "checkpoint.pth.tar"), map_location="cpu", weights_only=True)
+    bad = [k for k in ckpt["state_dict"] if k.startswith(("module.", "_orig_mod."))]
+    assert not bad, f"wrapper prefixes in the checkpoint: {bad[:3]}"

@@ -461,3 +461,44 @@ def test_vit_by_behaviour(version, name, score, tmp_path, slow_selected):
         assert e["score"] < e["max_score"] and "window_size" in e["output"], e["output"]
     else:
         assert e["score"] == score, e["output"]
+
+
+# ------------------------------------------------------------------------------------------ 3a as the runner called it
+def _pgd_entry(version, text, tmp_path):
+    from grading.versions import pgd_behaviour, scoring
+
+    inp = pgd_behaviour.inputs(adapters.calls(PROFILES[version]))
+    out = _run_item_child(version, text, pgd_behaviour.run, inp, tmp_path)
+    return scoring.entry(PROFILES[version], _Grade("3a", pgd_behaviour.checks(inp, out)), text)
+
+
+def test_course_pgd_and_saliency_full_marks(tmp_path):
+    # 2-argument perturb after model.eval(), explain on whatever mode main.py left (eval), no image-range
+    # projection, a result that still carries requires_grad=False only: all fine in 2022-23
+    e = _pgd_entry("2022-23", corpus.correct_text("2022-23"), tmp_path)
+    assert (e["score"], e["max_score"]) == (2.0, 2.0), e["output"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version,name,says", [
+    ("2024", None, None), ("2025", None, None),
+    ("2024", "pgd_ascent", "descend"), ("2024", "pgd_argmax", "argmin"), ("2024", "pgd_clamp_normalized", "[0, 1]"),
+    ("2025", "pgd_params_frozen", "requires_grad=False"), ("2025", "pgd_cuda_only", "CUDA-only"),
+    ("2022-23", "explain_params_frozen", "requires_grad=False")])
+def test_course_pgd(version, name, says, tmp_path, slow_selected):
+    text = corpus.correct_text(version) if name is None else corpus.mutant_text(version, name)
+    e = _pgd_entry(version, text, tmp_path)
+    if says is None:
+        assert e["score"] == e["max_score"], e["output"]
+    else:
+        assert e["score"] < e["max_score"] and says in e["output"], e["output"]
+
+
+def test_pgd_reference_model_is_the_attacked_model():
+    from grading.versions import pgd_behaviour
+
+    inp = pgd_behaviour.inputs(adapters.calls(PROFILES["2024"]))
+    model = pgd_behaviour.build_model(inp["state"]).eval()
+    with torch.no_grad():
+        diff = (model(inp["x"]) - pgd_behaviour.eval_forward(inp["state"], inp["x"])).abs().max().item()
+    assert diff < 1e-12, diff

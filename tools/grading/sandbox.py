@@ -398,6 +398,15 @@ def _secrets(kit_reference):
                             os.path.join(here, "grade.py")])
 
 
+def _twice(probe, *args):
+    """A probe's verdict, asked again once if it failed (a start can fail under memory pressure)."""
+    why = probe(*args)
+    if why is not None and "readable" not in why and "not installed" not in why and "needs root" not in why:
+        time.sleep(2.0)
+        why = probe(*args)
+    return why
+
+
 def choose_isolation(supervisor, kit_reference, python=None, unsafe=False):
     """Probe and fix the isolation level of `supervisor` (once); returns the `protocol.Isolation`.
     Raises `IsolationError` when none is available (or the one forced by AUTOGRADE_ISOLATION is not)."""
@@ -414,7 +423,7 @@ def choose_isolation(supervisor, kit_reference, python=None, unsafe=False):
     reasons = []
     if forced in (None, protocol.ISOLATION_BWRAP):
         binds = _env_folders(python)
-        why = _probe_bwrap(python, _secrets(kit_reference), binds)
+        why = _twice(_probe_bwrap, python, _secrets(kit_reference), binds)
         if why is None:
             supervisor.binds = binds
             who = f"drops to a uid of its own ({UID_BASE}+slot)" if os.geteuid() == 0 else \
@@ -424,7 +433,7 @@ def choose_isolation(supervisor, kit_reference, python=None, unsafe=False):
             return supervisor.isolation
         reasons.append(f"bwrap: {why}")
     if forced in (None, protocol.ISOLATION_UID):
-        why = _probe_uid(python, _secrets(kit_reference))
+        why = _twice(_probe_uid, python, _secrets(kit_reference))
         if why is None:
             supervisor.isolation = protocol.Isolation(
                 protocol.ISOLATION_UID, f"no namespaces; child runs as a dedicated uid ({UID_BASE}+slot)"
@@ -725,7 +734,8 @@ def run_group(items, inputs_bytes, files, limits, supervisor, record=(), child_a
     python = child_python()
     outcome = protocol.GroupOutcome()
     remaining = list(items)
-    for _attempt in range(len(items) + 1):
+    start_retries = 1  # a child that dies before torch is up (no student code ran: e.g. memory pressure)
+    for _attempt in range(len(items) + 2):
         if not remaining:
             break
         # a uid of its own for every concurrent sandbox (uid level, and bwrap started as root): per-uid
@@ -754,6 +764,12 @@ def run_group(items, inputs_bytes, files, limits, supervisor, record=(), child_a
                 outcome.log.append(f"could not remove the sandbox folder {base} (left behind)")
             if uid is not None:
                 supervisor.give_uid(uid)
+        if not state["torch"] and not state["timed_out"] and start_retries > 0:
+            start_retries -= 1
+            outcome.log.append(f"sandbox start failure (rc={state['returncode']}), retrying once: "
+                               f"{err_text[-300:]}")
+            time.sleep(2.0)
+            continue
         if not state["imported"]:
             if state["import_error"]:
                 reason = f"importing student_code.py failed: {state['import_error']}"

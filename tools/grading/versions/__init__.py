@@ -5,6 +5,10 @@ stubs and how its runner called each piece.
 - `detect`: `detect(source_text) -> Profile` from the submission's own definitions.
 - `stubs`: `is_unchanged_stub(profile, item, source)`, `unchanged_components(...)`: no points for given code.
 - `adapters`: per-version calls (`perturb`, `explain`, `transforms`, `visualize`), self-contained.
+- `scoring`: a version's score of an item from the kit item's checks (`entry`).
+- `vit_behaviour`, `pgd_behaviour`: the course versions' 2b and 3a in the item protocol of `items/`.
+- `items`: which item module grades item N of a version; the version's results.json entries
+  (used by `grade.grade_submission`, which also places the version's `compat` modules in the sandbox).
 - `astnorm`: normalized-AST helpers shared by the above.
 
 Adding a version: see the README section "Template versions".

@@ -6,6 +6,9 @@
     python main.py ../data -e --resume logs/<run>/model_best.pth.tar [-v] [--tta]
     python main.py ../data -a -v --resume ...     # accuracy under the default PGD attack + image grids
     python main.py ../data --pgd                  # adversarial training
+    python main.py ../data -e --report --resume ...    # per-class metrics, confusion matrix (reports.py)
+    python main.py ../data -a autoattack --resume ...   # or apgd-ce; --eps-sweep LIST, --steps-sweep LIST,
+                                                        # --transfer-from CKPT (robustness.py)
     torchrun --nproc_per_node=2 main.py ../data --gpu -1   # DistributedDataParallel (gloo on CPU)
 
 Structure (after torchvision's reference scripts): `get_args_parser()`, `main(args)`, one
@@ -27,6 +30,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+
+import reports
+import robustness
+import explain
 
 EMBEDDED_EPOCHS = 16  # the demo's budget on the embedded dataset (about 3.5 minutes on 2 CPU cores)
 EMBEDDED_IMG_SIZE = 64  # the demo trains on 64x64 crops of the 128x128 synthetic images
@@ -54,16 +61,28 @@ def str2bool(value):
     raise argparse.ArgumentTypeError(f"expected a boolean (True/False), got {value!r}")
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds `(default: X)` to a flag's help only where it tells something: not after a help text that
+    already states its default, and not for `None`, on/off switches or empty strings."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if "(default" in text or default is None or default is False or default in ("", argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
 def get_args_parser():
     p = argparse.ArgumentParser(
         description="Train / evaluate / attack image classifiers on MiniPlaces (or the embedded dataset).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsHelpFormatter)
     p.add_argument("data_folder", nargs="?", default=None,
                    help="MiniPlaces root (train.txt, val.txt, images/); omit to use the embedded dataset")
     p.add_argument("-j", "--workers", type=int, default=2, help="data loading workers")
     p.add_argument("--epochs", type=int, default=None,
                    help=f"total epochs (default: 60 on a data folder, {EMBEDDED_EPOCHS} on the embedded dataset)")
-    p.add_argument("--warmup", type=float, default=None, help="linear warmup epochs (default: 5, or 1 for the demo)")
+    p.add_argument("--warmup", type=float, default=None, help="linear warmup epochs (default: 5, at most epochs/12; 1 for the demo)")
     p.add_argument("--start-epoch", type=int, default=0, help="epoch to start from (overridden by --resume)")
     p.add_argument("-b", "--batch-size", type=int, default=None, help="batch size per process (default 128; 64 for the demo)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 0.1 SGD, 0.01 SimpleNet, 3e-4 AdamW for ViT)")
@@ -75,7 +94,9 @@ def get_args_parser():
     p.add_argument("--resume", default="", metavar="PATH", help="checkpoint to resume training from or to evaluate")
     p.add_argument("-e", "--evaluate", action="store_true", help="evaluate on the validation set and exit")
     p.add_argument("--tta", action="store_true", help="with -e: average predictions over horizontal flips")
-    p.add_argument("-a", "--attack", action="store_true", help="evaluate under the default adversarial attack")
+    p.add_argument("-a", "--attack", nargs="?", const="pgd", default=None, metavar="{pgd,apgd-ce,autoattack}",
+                   help="evaluate under an attack: the student's PGD (default), or torchattacks' APGD-CE / "
+                        "AutoAttack (robustness.py)")
     p.add_argument("-v", "--vis", action="store_true", help="log image grids (-a: original/adversarial; -e: saliency)")
     models = p.add_argument_group("model (default: student_code.default_cnn_model)")
     models.add_argument("--use-simplenet", action="store_true", help="the given SimpleNet")
@@ -104,6 +125,25 @@ def get_args_parser():
                      help="with -a: untargeted attack on the true labels (default: least-likely class, no labels)")
     adv.add_argument("--save-adv", default=None, metavar="DIR",
                      help="with -a: write the adversarial images as 8-bit PNG + val.txt (MiniPlaces layout) to DIR")
+    fast = p.add_argument_group("fast path (fast_path.py; each lever off by default)")
+    fast.add_argument("--decoded-cache", action="store_true",
+                      help="decode each split once into a uint8 memmap under the kit's cache (decoded_cache.py)")
+    fast.add_argument("--gpu-augment", action="store_true",
+                      help="hold the decoded split on the device and augment batches there (implies --decoded-cache)")
+    fast.add_argument("--amp", action="store_true", help="bf16 autocast for the forward passes")
+    fast.add_argument("--channels-last", action="store_true", help="channels_last memory format (model and batches)")
+    fast.add_argument("--compile", action="store_true", help="torch.compile the training forward (opt-in)")
+    fast.add_argument("--fused-optim", action="store_true",
+                      help="fused optimizer kernels where the device has them (else foreach)")
+    evals = p.add_argument_group("reports and robustness (reports.py, robustness.py)")
+    evals.add_argument("--report", action="store_true",
+                       help="with -e: per-class metrics and confusion matrix (CSV, PNG, TensorBoard)")
+    evals.add_argument("--eps-sweep", default=None, metavar="LIST",
+                       help="with -a: one attack per budget, e.g. 0,0.02,0.05,0.1,0.2 (CSV, PNG, TensorBoard)")
+    evals.add_argument("--steps-sweep", default=None, metavar="LIST", help="with -a: one attack per step count")
+    evals.add_argument("--transfer-from", default=None, metavar="CKPT",
+                       help="with -a: craft on the model of CKPT, evaluate the --resume model on the result")
+    explain.add_arguments(p)
     return p
 
 
@@ -127,6 +167,7 @@ def validate_args(args):
         raise UsageError(f"--img-size must be at least 32, got {args.img_size}")
     if args.evaluate and args.attack:
         raise UsageError("-e/--evaluate and -a/--attack are separate modes: use one of them")
+    robustness.validate_args(args, UsageError)
     chosen = [f"--{f.replace('_', '-')}" for f in MODEL_FLAGS if getattr(args, f)]
     if "--use-custom-conv" in chosen and len(chosen) == 2 and "--use-vit" not in chosen:
         chosen.remove("--use-custom-conv")  # SimpleNet / ResNet-18 built with the custom convolution
@@ -138,6 +179,7 @@ def validate_args(args):
         raise UsageError("--tta applies to -e/--evaluate only")
     if args.fgsm and not args.pgd:
         raise UsageError("--fgsm selects the attack used by --pgd; add --pgd")
+    explain.validate(args, UsageError)
     if args.resume and not os.path.isfile(args.resume):
         raise UsageError(f"--resume: no checkpoint file at {args.resume}")
     if (args.evaluate or args.attack) and not args.resume:
@@ -149,8 +191,8 @@ def fill_defaults(args, embedded):
     vit = args.use_vit
     if args.epochs is None:
         args.epochs = EMBEDDED_EPOCHS if embedded else 60
-    if args.warmup is None:
-        args.warmup = 1.0 if embedded else 5.0
+    if args.warmup is None:  # 5 epochs, but never more than a twelfth of a short run (README: real data)
+        args.warmup = 1.0 if embedded else min(5.0, args.epochs / 12)
     if args.batch_size is None:
         args.batch_size = 64 if embedded else 128
     if args.img_size is None:
@@ -206,6 +248,103 @@ def seed_everything(seed):
 
 
 ################################################################################
+# Which parts of student_code.py a job needs (checked before any training)
+################################################################################
+def _tiny_classifier():
+    """A 3-class linear model on `(N, 3, 4, 4)` inputs: enough to call an attack or a saliency method."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 3))
+
+
+class _NoAttack:
+    """An attacker that returns its input unchanged (probes Part 3b without needing Part 3a)."""
+
+    def perturb(self, model, input, target=None):
+        return input.detach().clone()
+
+
+def _probe(what, student_code, args):
+    """Call the pieces of student_code that `what` needs on tiny CPU inputs (milliseconds); a stub raises
+    NotImplementedError naming its part."""
+    loss_fn = nn.CrossEntropyLoss()
+    x, y = torch.zeros(2, 3, 4, 4), torch.tensor([0, 1])
+    if what == "conv":  # forward and backward of the custom convolution
+        feats = torch.randn(1, 2, 4, 4, requires_grad=True)
+        student_code.CustomConv2d(2, 2, 3, padding=1)(feats).sum().backward()
+    elif what == "cnn":
+        conv_op = student_code.CustomConv2d if args.use_custom_conv else nn.Conv2d
+        student_code.default_cnn_model(conv_op=conv_op, num_classes=3)
+    elif what == "vit":
+        tokens = torch.randn(1, 2, 2, 8)  # (B, H, W, C)
+        student_code.Attention(8, num_heads=2)(tokens)
+        student_code.TransformerBlock(8, 2)(tokens)
+        with torch.no_grad():
+            student_code.default_vit_model(num_classes=3)(torch.zeros(1, 3, 32, 32))
+    elif what == "attack":
+        student_code.default_attack(loss_fn).perturb(_tiny_classifier(), x)
+    elif what == "saliency":
+        student_code.default_attention(loss_fn).explain(_tiny_classifier(), x)
+    elif what == "adv_training":
+        model = _tiny_classifier()
+        student_code.adversarial_training_step(model, x, y, loss_fn, torch.optim.SGD(model.parameters(), lr=0.1),
+                                               attacker=_NoAttack(), adv_fraction=0.5)  # 3b alone, not 3a
+
+
+def _unfinished(what, student_code, args):
+    """The NotImplementedError message of `what`'s stub (`Part 3a: implement PGDAttack.perturb`), or None.
+    Any other error is left for the run itself to report where it happens."""
+    try:
+        with torch.random.fork_rng(devices=[]):
+            _probe(what, student_code, args)
+    except NotImplementedError as exc:
+        return (str(exc) or f"a part of student_code.py needed for {what}").replace(" (see its docstring)", "")
+    except Exception:
+        return None
+    return None
+
+
+def check_parts(args, embedded):
+    """Before any training: make sure the parts of student_code.py this job needs are implemented.
+
+    Needed (missing -> `NotImplementedError` naming each part and the flag that needs it, exit 3): the
+    model's parts (default CNN 1b-iii, `--use-custom-conv` 1a, `--use-vit` 2a/2b), `-a` (PGD) 3a, `--pgd`
+    3a/3b.
+    Optional (missing -> skipped at the end with one `note:` line): the demo's final attack (3a) and the
+    saliency maps of `-e -v` (3a). Returns `{"final_attack" | "saliency": note}` for the skipped ones.
+    """
+    import student_code
+
+    model_flag = next((f"--{f.replace('_', '-')}" for f in MODEL_FLAGS if getattr(args, f)), None)
+    needed = []  # (probe, what needs it)
+    if args.use_vit:
+        needed.append(("vit", "--use-vit"))
+    if args.use_custom_conv:
+        needed.append(("conv", "--use-custom-conv"))
+    if not (args.use_vit or args.use_simplenet or args.use_resnet18):
+        needed.append(("cnn", model_flag or "the default model, used when no model flag is given"))
+    if args.attack in (True, "pgd"):  # the library attacks of `-a apgd-ce` / `-a autoattack` need no Part 3a
+        needed.append(("attack", "-a/--attack"))
+    if args.pgd:
+        needed += [("attack", "--pgd"), ("adv_training", "--pgd")]
+    missing = []
+    for what, flag in needed:
+        message = _unfinished(what, student_code, args)
+        if message and not any(m.startswith(message) for m in missing):
+            missing.append(f"{message} (needed by {flag})")
+    if missing:
+        raise NotImplementedError("; ".join(missing))
+    skipped = {}
+    training = not (args.evaluate or args.attack)
+    optional = [("final_attack", "attack", "the final attack of the demo", training and embedded),
+                ("saliency", "saliency", "the saliency maps of -e -v",
+                 args.evaluate and args.vis and not getattr(args, "explain", None))]  # --explain: Part 4's maps
+    for key, what, label, wanted in optional:
+        message = _unfinished(what, student_code, args) if wanted else None
+        if message:
+            skipped[key] = f"note: skipping {label}: not implemented yet: {message}"
+    return skipped
+
+
+################################################################################
 # Data
 ################################################################################
 def make_loaders(args, need_train):
@@ -217,6 +356,15 @@ def make_loaders(args, need_train):
         root = str(custom_dataloader.ensure_synthetic_dataset())
     else:
         root = args.data_folder
+    if args.decoded_cache or args.gpu_augment:  # the fast path (fast_path.py)
+        import fast_path
+        try:
+            train_loader, val_loader, num_classes = fast_path.make_cached_loaders(
+                args, root, need_train, student_code.get_train_transforms(args.img_size),
+                student_code.get_val_transforms(args.img_size))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        return train_loader, val_loader, num_classes, root
     train_set = None
     if need_train:
         train_set = custom_dataloader.MiniPlacesLoader(root, split="train",
@@ -337,14 +485,17 @@ def build_optimizer(args, model):
     """SGD with momentum for CNNs, AdamW for the ViT (no decay on norms, biases and position embeddings).
     With `--clip-grad`, the gradient norm is clipped right before every step (a step pre-hook), so plain
     and adversarial training steps both get it."""
+    import fast_path
+
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         (no_decay if param.ndim <= 1 or name.endswith("pos_embed") else decay).append(param)
     groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if args.use_vit:
-        optimizer = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.999))
+        optimizer = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.999), **fast_path.optimizer_kwargs(args))
     else:
-        optimizer = torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum, nesterov=args.momentum > 0)
+        optimizer = torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum, nesterov=args.momentum > 0,
+                                    **fast_path.optimizer_kwargs(args))
     if args.clip_grad > 0:
         params = [p for p in model.parameters() if p.requires_grad]
 
@@ -414,27 +565,30 @@ class AverageMeter:
         self.sum, self.count = 0.0, 0
 
     def update(self, value, n=1):
-        self.sum += float(value) * n
+        """`value`: a number, or a 0-dim tensor (summed on its device; no host sync until `avg`)."""
+        self.sum = self.sum + (value.detach().double() if torch.is_tensor(value) else float(value)) * n
         self.count += n
 
     @property
     def avg(self):
-        return self.sum / max(self.count, 1)
+        return float(self.sum) / max(self.count, 1)
 
     def all_reduce(self, device):
         if dist.is_available() and dist.is_initialized():
-            t = torch.tensor([self.sum, float(self.count)], dtype=torch.float64, device=device)
+            t = torch.tensor([float(self.sum), float(self.count)], dtype=torch.float64, device=device)
             dist.all_reduce(t)
             self.sum, self.count = t[0].item(), int(t[1].item())
         return self
 
 
-def accuracy(output, target, topk=(1, 5)):
-    """Percent of samples whose label is in the top-k predictions, for each k (k capped at the classes)."""
+def accuracy(output, target, topk=(1, 5), as_tensor=False):
+    """Percent of samples whose label is in the top-k predictions, for each k (k capped at the classes);
+    floats, or 0-dim tensors on the output's device with `as_tensor` (no host sync)."""
     maxk = min(max(topk), output.shape[1])
     pred = output.topk(maxk, dim=1).indices  # (N, maxk)
     correct = pred.eq(target.view(-1, 1))  # (N, maxk)
-    return [correct[:, :min(k, maxk)].any(dim=1).float().mean().item() * 100.0 for k in topk]
+    accs = [correct[:, :min(k, maxk)].any(dim=1).float().mean() * 100.0 for k in topk]
+    return accs if as_tensor else [a.item() for a in accs]
 
 
 def save_atomic(obj, path):
@@ -505,22 +659,25 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, epoch, args,
     """One pass over `loader`. `step_fn(model, input, target, criterion, optimizer) -> (loss, output)` does
     the optimization step (plain, or `adversarial_training_step` with an attacker bound). Returns the
     average loss and top-1/top-5 accuracy of this process's batches, merged over processes."""
+    import fast_path
+
     model.train()
     loss_m, top1_m, top5_m = AverageMeter(), AverageMeter(), AverageMeter()
     bar = progress(loader, args, f"epoch {epoch + 1}/{args.epochs}")
     for i, (input, target) in enumerate(bar):
         if args.limit_batches and i >= args.limit_batches:
             break
-        input = input.to(args.device, non_blocking=True)
+        input = fast_path.to_device(input, args)
         target = target.to(args.device, non_blocking=True)
         loss, output = step_fn(model, input, target, criterion, optimizer)
         scheduler.step()
-        if not torch.isfinite(loss):
+        check = args.device.type == "cpu" or i % args.print_freq == 0  # accelerators: sync once per interval
+        if check and not torch.isfinite(loss):
             raise UsageError(f"the training loss became {loss.item()} at epoch {epoch + 1}, iteration {i}: "
                              f"lower --lr or enable --clip-grad")
-        acc1, acc5 = accuracy(output, target)
+        acc1, acc5 = accuracy(output, target, as_tensor=True)
         n = input.shape[0]
-        loss_m.update(loss.item(), n), top1_m.update(acc1, n), top5_m.update(acc5, n)
+        loss_m.update(loss, n), top1_m.update(acc1, n), top5_m.update(acc5, n)
         if i % args.print_freq == 0:
             bar.set_postfix(loss=f"{loss_m.avg:.3f}", acc1=f"{top1_m.avg:.1f}")
             if writer is not None:
@@ -541,15 +698,18 @@ def predict(model, input, tta=False):
 
 
 def evaluate(model, loader, criterion, args, attacker=None, tta=False, vis=None, writer=None, save_adv=None,
-             epoch=0):
+             epoch=0, on_batch=None):
     """Accuracy over `loader` (this process's share, merged over processes).
 
     With `attacker`, every batch is also perturbed (`attacker.perturb(model, input)`, or with the labels
     for an untargeted attack) and the attacked accuracy and the attack success rate (the share of clean
     correct samples that the attack turns wrong) are reported. `vis` ("attack" or "saliency") logs image
-    grids of the first batch; `save_adv(dataset_indices, adv_batch)` receives every adversarial batch.
+    grids of the first batch; `save_adv(dataset_indices, adv_batch)` receives every adversarial batch;
+    `on_batch(input, target, output, adv, adv_output)` sees every batch (`adv`, `adv_output` None without
+    an attacker): the hook of `--report` (reports.py) and `--transfer-from` (robustness.py).
     Returns a dict of metrics (percent).
     """
+    import fast_path
     import student_code
 
     model.eval()
@@ -559,7 +719,7 @@ def evaluate(model, loader, criterion, args, attacker=None, tta=False, vis=None,
     for i, (input, target) in enumerate(bar):
         if args.limit_batches and i >= args.limit_batches:
             break
-        input = input.to(args.device, non_blocking=True)
+        input = fast_path.to_device(input, args)
         target = target.to(args.device, non_blocking=True)
         n = input.shape[0]
         with torch.no_grad():
@@ -568,7 +728,8 @@ def evaluate(model, loader, criterion, args, attacker=None, tta=False, vis=None,
         meters["loss"].update(criterion(output, target).item(), n)
         meters["top1"].update(acc1, n), meters["top5"].update(acc5, n)
         if attacker is not None:
-            adv = attacker.perturb(model, input, target if args.attack_untargeted else None)
+            labels = args.attack_untargeted or getattr(attacker, "needs_labels", False)  # library attacks: always
+            adv = attacker.perturb(model, input, target if labels else None)
             with torch.no_grad():
                 adv_output = model(adv)
             adv1, adv5 = accuracy(adv_output, target)
@@ -582,6 +743,8 @@ def evaluate(model, loader, criterion, args, attacker=None, tta=False, vis=None,
             if vis == "attack" and i == 0 and writer is not None:
                 writer.add_image("Image/Org_Image", student_code.default_visfunction(input), epoch)
                 writer.add_image("Image/Adv_Image", student_code.default_visfunction(adv), epoch)
+        if on_batch is not None:
+            on_batch(input, target, output, *((adv, adv_output) if attacker is not None else (None, None)))
         if vis == "saliency" and i == 0 and writer is not None:
             saliency = student_code.default_attention(criterion).explain(model, input)
             writer.add_image("Image/Image_Atten", student_code.default_visfunction(input, saliency), epoch)
@@ -646,19 +809,28 @@ def log_line(args, text):
         print(text, flush=True)
 
 
+def log_note(args, text):
+    """One `note:` line on stderr (rank 0)."""
+    if is_main_process(args):
+        print(text, file=sys.stderr, flush=True)
+
+
 def main(args):
     validate_args(args)
     args.device = select_device(args)
     setup_distributed(args)
     embedded = args.data_folder is None
     fill_defaults(args, embedded)
+    skipped = check_parts(args, embedded)  # before any training: needed parts raise, optional ones are skipped
     seed_everything(args.seed)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
 
     training = not (args.evaluate or args.attack)
     train_loader, val_loader, num_classes, root = make_loaders(args, need_train=training)
-    model = build_model(args, num_classes).to(args.device)
+    import fast_path
+
+    model = fast_path.prepare_model(build_model(args, num_classes), args)
     criterion = nn.CrossEntropyLoss()
     optimizer = build_optimizer(args, model)
     iters_per_epoch = len(train_loader) if train_loader is not None else 1
@@ -688,13 +860,35 @@ def main(args):
     if args.distributed:
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[args.device.index] if args.device.type == "cuda" else None)
+    net, eval_model = fast_path.training_module(net, args), fast_path.training_module(model, args, compile=False)
 
     if not training:
-        attacker = build_attacker(args, criterion) if args.attack else None
+        log = functools.partial(log_line, args)
+        if args.attack:
+            log(f"attack: {robustness.describe(args)}{f', crafted on {args.transfer_from}' if args.transfer_from else ''}")
+        attacker = robustness.make_attacker(args, criterion, num_classes, build_attacker) if args.attack else None
+        transfer = (robustness.TransferSource(args.transfer_from, args, num_classes, build_model, load_checkpoint,
+                                              UsageError) if args.transfer_from else None)
+        attacker = transfer.wrap(attacker) if transfer else attacker
+        collector = reports.PredictionCollector() if args.report else None
         save_adv = AdversarialImageWriter(args.save_adv, val_loader.full_dataset, args) if args.save_adv else None
-        vis = ("attack" if args.attack else "saliency") if args.vis else None
-        metrics = evaluate(model, val_loader, criterion, args, attacker=attacker, tta=args.tta, vis=vis,
-                           writer=writer, save_adv=save_adv)
+        vis = ("attack" if args.attack else ("saliency" if not args.explain else None)) if args.vis else None
+        if vis == "saliency" and "saliency" in skipped:
+            log_note(args, skipped["saliency"])
+            vis = None
+        metrics = evaluate(eval_model, val_loader, criterion, args, attacker=attacker, tta=args.tta, vis=vis,
+                           writer=writer, save_adv=save_adv, on_batch=robustness.chain_hooks(collector, transfer))
+        if collector is not None:
+            reports.write_report(collector, val_loader.full_dataset.classes, run_dir, writer, log)
+        if transfer is not None:
+            transfer.report(model_name(args), metrics, args, run_dir, writer, log)
+        robustness.run_sweeps(args, criterion, num_classes, build_attacker, run_dir, writer, log,
+                              lambda atk: evaluate(eval_model, val_loader, criterion, args, attacker=atk))
+        if args.explain and is_main_process(args):  # --explain METHOD: maps, PNG grids, clean vs adversarial
+            try:
+                explain.run(args, model, val_loader, criterion, writer, run_dir, attacker, log=print)
+            except explain.ExplainError as exc:
+                raise UsageError(str(exc)) from None
         if save_adv is not None:
             save_adv.finish(num_classes)
             log_line(args, f"adversarial images written to {args.save_adv} (evaluate them with: "
@@ -719,7 +913,7 @@ def main(args):
         loss, acc1, acc5 = train_one_epoch(net, train_loader, criterion, optimizer, scheduler, epoch, args, step_fn,
                                            writer)
         train_time = time.time() - t0
-        metrics = evaluate(model, val_loader, criterion, args)
+        metrics = evaluate(eval_model, val_loader, criterion, args)
         is_best = metrics["top1"] > best_acc1
         best_acc1 = max(best_acc1, metrics["top1"])
         log_line(args, f"epoch {epoch + 1}/{args.epochs}: train loss {loss:.3f} acc@1 {acc1:.1f} "
@@ -737,9 +931,11 @@ def main(args):
             if is_best:
                 save_atomic(checkpoint, os.path.join(run_dir, "model_best.pth.tar"))
 
-    if embedded and args.start_epoch < args.epochs:
+    if embedded and args.start_epoch < args.epochs and "final_attack" in skipped:
+        log_note(args, skipped["final_attack"])
+    elif embedded and args.start_epoch < args.epochs:
         # the demo ends with the trained model under the default attack
-        attacked = evaluate(model, val_loader, criterion, args, attacker=build_attacker(args, criterion))
+        attacked = evaluate(eval_model, val_loader, criterion, args, attacker=build_attacker(args, criterion))
         log_line(args, f"under attack (PGD, eps {args.attack_eps}, {args.attack_steps} steps): "
                        f"acc@1 {attacked['adv_top1']:.2f} acc@5 {attacked['adv_top5']:.2f}, "
                        f"attack success rate {attacked['success']:.1f}%")
@@ -807,5 +1003,19 @@ def cli(argv=None):
     return 0
 
 
+def exit_worker(code):
+    """Leave the process with `code`. A torchrun worker (WORLD_SIZE > 1) flushes its output and leaves
+    with `os._exit`, after `finish` destroyed the process group: the interpreter's normal teardown runs the
+    C++ static destructors of torch.distributed, and destroying gloo's still-joinable background threads
+    there calls std::terminate (SIGABRT, `terminate called without an active exception`) now and then,
+    turning a finished run into a failed one. Nothing is lost: checkpoints are fsynced and renamed, the
+    TensorBoard writer is closed."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(cli())
+    exit_worker(cli())

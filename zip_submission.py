@@ -245,6 +245,7 @@ def write_zip(out_path, kit_dir, names, comment=""):
             if bad is not None:
                 raise SubmissionError(f"the zip did not read back intact ({bad})")
             listing = [(i.filename, i.file_size) for i in zf.infolist()]
+        os.chmod(tmp, 0o644)  # mkstemp made it 0600: the zip is to be uploaded and shared, like any document
         os.replace(tmp, out_path)
     finally:
         if os.path.exists(tmp):

@@ -14,10 +14,23 @@ when *every* public test of the item passed (0 otherwise: a few public tests che
 even on the stubs). That is an estimate: the grader runs other, hidden checks with partial credit per
 component, so "every public test passes" is necessary, not sufficient.
 Works with pytest-xdist (the item travels in each report's `user_properties`).
+
+Two report styles, chosen by the ini option `points_report` (the student release's pytest.ini sets
+`short`; the staff repository keeps pytest's own `full` report):
+- `short` (without `-v`): no tracebacks and no pytest summary lists; at the very end one line per failing
+  check (a test function, all its parametrized cases together) with its hint (the first line of the
+  failure's message), the points table, and a last line `tests: N passed, N failed, N skipped`;
+- `full`, or `short` with `-v`: pytest's usual output, then the points table.
+`--part 1a` (repeatable, or `--part 1a,2b`) runs only the tests of those rubric items.
+The optional Part 4 (4a-4d) is listed when the course ships it (`course_parts.json` next to `main.py`
+names Part 4; its points come from there too) or when its tests ran.
 """
 import fnmatch
+import json
 import os
 import re
+
+import pytest
 
 
 # (item, points, bonus, what)
@@ -32,7 +45,15 @@ RUBRIC = (
     ("3a", 2.0, False, "PGDAttack, default_attack, GradAttention"),
     ("3b", 2.0, True, "adversarial_training_step (bonus)"),
 )
-ITEMS = tuple(item for item, _, _, _ in RUBRIC)
+# the optional Part 4: (item, what); points from course_parts.json
+OPTIONAL_RUBRIC = (
+    ("4a", "SmoothGrad"),
+    ("4b", "GradCAM, GradCAMPlusPlus"),
+    ("4c", "IntegratedGradients"),
+    ("4d", "attention_rollout"),
+)
+COURSE_PARTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "course_parts.json")
+ITEMS = tuple(item for item, _, _, _ in RUBRIC) + tuple(item for item, _ in OPTIONAL_RUBRIC)
 # (test file glob, regex on the test name or None, item); first match wins
 RULES = (
     ("test_conv*.py", None, "1a"),
@@ -69,8 +90,35 @@ def part_of(nodeid, marker_part=None):
     return None
 
 
+SHORT_KEY = pytest.StashKey[list]()  # the short report's lines, printed at pytest_unconfigure
+HINT_CHARS = 160
+
+
+def pytest_addoption(parser):
+    parser.addoption("--part", action="append", default=[], metavar="ITEM",
+                     help=f"run only the tests of these rubric items ({', '.join(ITEMS)}); repeat or "
+                          f"separate with commas")
+    parser.addini("points_report", "short: failing checks, points table and totals only (-v: full); "
+                                   "full: pytest's own report, then the points table", default="full")
+
+
+def short_report(config):
+    """True when this run prints the short report (ini `points_report = short` and no `-v`)."""
+    return config.getini("points_report").strip() == "short" and config.option.verbose <= 0
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "part(item): the rubric item (1a, 1b-i, ..., 3b) a test belongs to")
+    wanted = [p.strip() for value in config.getoption("part", []) for p in value.split(",") if p.strip()]
+    unknown = [p for p in wanted if p not in ITEMS]
+    if unknown:
+        raise pytest.UsageError(f"--part {', '.join(unknown)}: unknown rubric item; choose from {', '.join(ITEMS)}")
+    config.points_parts = wanted
+    if short_report(config):
+        if config.option.tbstyle == "auto":
+            config.option.tbstyle = "no"  # the hint line stands for the traceback (-v or --tb=short for it)
+        if not any(str(a).startswith("-r") for a in config.invocation_params.args):
+            config.option.reportchars = ""  # no second list of every failure
 
 
 def pytest_collection_modifyitems(config, items):
@@ -80,6 +128,13 @@ def pytest_collection_modifyitems(config, items):
         part = part_of(item.nodeid, marker_part)
         if part is not None:
             item.user_properties.append((PROPERTY, part))
+    wanted = getattr(config, "points_parts", None)
+    if wanted:
+        keep = [i for i in items if dict(i.user_properties).get(PROPERTY) in wanted]
+        dropped = [i for i in items if dict(i.user_properties).get(PROPERTY) not in wanted]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
 
 
 def outcomes(stats):
@@ -102,8 +157,27 @@ def outcomes(stats):
     return out
 
 
-def summary_lines(results):
-    """The summary table (list of strings) for `{nodeid: (outcome, item)}`."""
+def course_config(path=COURSE_PARTS):
+    """`(parts shipped, {optional item: points})` from `course_parts.json` (Parts 1-3 without it)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            config = json.load(fh)
+    except (OSError, ValueError):
+        return ("1", "2", "3"), {}
+    return tuple(config.get("parts", ("1", "2", "3"))), {k: float(v) for k, v in config.get("part4_points", {}).items()}
+
+
+def rubric_for(results, config=None):
+    """The rows to show: the core rubric, plus Part 4's when the course ships it or its tests ran."""
+    parts, points = config if config is not None else course_config()
+    seen = {item for _, item in results.values()}
+    optional = tuple((item, points.get(item, 1.0), False, what) for item, what in OPTIONAL_RUBRIC
+                     if "4" in parts or item in seen)
+    return RUBRIC + optional
+
+
+def summary_lines(results, config=None):
+    """The summary table (list of strings) for `{nodeid: (outcome, item)}`; `config` as `course_config()`."""
     per = {item: {"passed": 0, "failed": 0, "skipped": 0} for item in ITEMS}
     other = {"passed": 0, "failed": 0, "skipped": 0}
     for outcome, item in results.values():
@@ -111,7 +185,7 @@ def summary_lines(results):
     lines = [f"{'item':<7} {'points':>11}  {'public tests':<32} what"]
     total = bonus = 0.0
     max_total = max_bonus = 0.0
-    for item, points, is_bonus, what in RUBRIC:
+    for item, points, is_bonus, what in rubric_for(results, config):
         c = per[item]
         ran = c["passed"] + c["failed"]
         if is_bonus:
@@ -139,10 +213,75 @@ def summary_lines(results):
     return lines
 
 
+def hint_of(rep):
+    """The first line of a failure's message (`AssertionError: max diff 0.3 ...`), at most HINT_CHARS long."""
+    crash = getattr(getattr(rep, "longrepr", None), "reprcrash", None)
+    text = crash.message if crash is not None else str(getattr(rep, "longrepr", "") or "")
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "failed")
+    return first if len(first) <= HINT_CHARS else first[:HINT_CHARS - 3] + "..."
+
+
+def failing_checks(stats, results):
+    """`[(item, check, failed cases, cases, hint)]`: each failing test function (its parametrized cases
+    together; item and hint of its first failing case), in rubric order, given-code tests last."""
+    first_hint = {}
+    for key in ("failed", "error"):
+        for rep in stats.get(key, []):
+            nodeid = getattr(rep, "nodeid", "")
+            first_hint.setdefault(nodeid, hint_of(rep))
+    checks = {}
+    for nodeid, (outcome, item) in results.items():
+        check = nodeid.split("[")[0]
+        entry = checks.setdefault(check, {"item": None, "failed": 0, "cases": 0, "hint": None})
+        entry["cases"] += 1
+        if outcome == "failed":
+            entry["failed"] += 1
+            if entry["hint"] is None:  # cases of one test may belong to different items: the failing one's
+                entry["item"], entry["hint"] = item, first_hint.get(nodeid, "failed")
+    order = {item: i for i, item in enumerate(ITEMS)}
+    rows = [(e["item"], check, e["failed"], e["cases"], e["hint"]) for check, e in checks.items() if e["failed"]]
+    return sorted(rows, key=lambda r: (order.get(r[0], len(ITEMS)), r[1]))
+
+
+def short_lines(stats, results):
+    """The short report: failing checks, the points table, the totals line (last)."""
+    lines = []
+    rows = failing_checks(stats, results)
+    if rows:
+        lines.append(f"failing checks ({len(rows)}; details: python -m pytest TEST -v, e.g. "
+                     f"python -m pytest \"{rows[0][1]}\" -v):")
+        for item, check, failed, cases, hint in rows:
+            cases_text = f" [{failed} of {cases} cases]" if cases > 1 else ""
+            lines.append(f"  {item or 'given':<7} {check}{cases_text}: {hint}")
+        lines.append("")
+    lines.append("points summary (public tests, estimate):")
+    if any(item in ITEMS for _, item in results.values()):
+        lines += summary_lines(results)
+    else:
+        lines.append("no test of a graded part ran")
+    counts = {"passed": 0, "failed": 0, "skipped": 0}
+    for outcome, _ in results.values():
+        counts[outcome] += 1
+    lines.append(f"tests: {counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped")
+    return lines
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     results = outcomes(terminalreporter.stats)
+    if short_report(config):  # printed after pytest's own last line, at pytest_unconfigure
+        config.stash[SHORT_KEY] = short_lines(terminalreporter.stats, results)
+        return
     if not any(item in ITEMS for _, item in results.values()):
         return
     terminalreporter.section("points summary (public tests, estimate)")
     for line in summary_lines(results):
         terminalreporter.write_line(line)
+
+
+def pytest_unconfigure(config):
+    lines = config.stash.get(SHORT_KEY, None)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if lines and reporter is not None:
+        reporter.write_line("")
+        for line in lines:
+            reporter.write_line(line)

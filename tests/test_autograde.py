@@ -25,6 +25,7 @@ import torch
 from grading_fixtures import shared, variants
 
 from grading import compare, outputs, rubric, sandbox, static  # noqa: E402 (path set by grading_fixtures.shared)
+from grading import grade as grade_mod  # noqa: E402
 from grading.items import pgd, vit as vit_item  # noqa: E402
 from grading.grade import grade_submission  # noqa: E402
 from grading.results import ItemGrade, build_results  # noqa: E402
@@ -54,14 +55,43 @@ def test_rubric_matches_the_spec():
     ("1", ("1a", "1b-i", "1b-ii", "1b-iii", "1b-iv")),
     ("1b, 3", ("1b-i", "1b-ii", "1b-iii", "1b-iv", "3a", "3b")),
     ("3B", ("3b",)),
+    ("4", ("4a", "4b", "4c", "4d")),
+    ("4c,1a", ("1a", "4c")),
 ])
 def test_parse_parts(text, expected):
     assert rubric.parse_parts(text) == expected
 
 
 def test_parse_parts_rejects_unknown_items():
-    with pytest.raises(ValueError, match="4a"):
-        rubric.parse_parts("1a,4a")
+    with pytest.raises(ValueError, match="5a"):
+        rubric.parse_parts("1a,5a")
+
+
+def test_optional_part4_follows_the_kits_course_parts(tmp_path):
+    """Part 4 is graded by default only when course_parts.json ships it, with the course's points (every
+    component scaled); without the file Parts 1-3 only."""
+    assert [i.number for i in rubric.OPTIONAL_ITEMS] == list(rubric.OPTIONAL_ORDER)
+    assert grade_mod.read_course_parts(str(tmp_path)) == (("1", "2", "3"), {})
+    (tmp_path / "course_parts.json").write_text(json.dumps(
+        {"parts": ["1", "2", "3", "4"], "part4_points": {"4a": 1.5, "4b": 1.5, "4c": 1.5, "4d": 1.5}}))
+    parts, points = grade_mod.read_course_parts(str(tmp_path))
+    assert parts == ("1", "2", "3", "4") and points["4c"] == 1.5
+    g = ItemGrade("4c")
+    g.add("a", 0.7, True)
+    g.add("b", 0.3, False)
+    g.rescale(1.5)
+    assert g.item.max_score == 1.5 and abs(g.score - 1.05) < 1e-9
+    (tmp_path / "course_parts.json").write_text("{not json")
+    with pytest.raises(grade_mod.KitError):
+        grade_mod.read_course_parts(str(tmp_path))
+
+
+def test_static_scan_forbids_the_attribution_libraries():
+    src = variants.reference_text().replace(
+        "        # BEGIN SOLUTION (Part 4c)\n", "        # BEGIN SOLUTION (Part 4c)\n        import captum.attr\n", 1)
+    assert "attribution" in static.forbidden_uses(src)
+    src = "from pytorch_grad_cam import GradCAM as G\n\n\nclass GradCAM(G):\n    pass\n"
+    assert "attribution" in static.forbidden_uses(src)
 
 
 def test_static_scan_finds_nothing_in_the_reference():

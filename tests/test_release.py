@@ -19,12 +19,26 @@ import pytest
 from _staff import ROOT, TOOLS, reference_source, slow_selected  # noqa: F401 (slow_selected: a fixture)
 
 from release import files, grade, markers, verify  # noqa: E402
+from release import parts as course_parts  # noqa: E402
 
-PARTS = {"1a", "1b-iii", "2a", "2b", "3a", "3b"}
+PARTS = {"1a", "1b-iii", "2a", "2b", "3a", "3b", "4a", "4b", "4c", "4d"}
 STUBBED = {"CustomConv2DFunction.forward", "CustomConv2DFunction.backward", "default_cnn_model",
            "Attention.forward", "TransformerBlock.forward", "SimpleViT.__init__", "SimpleViT.forward",
            "default_vit_model", "PGDAttack.perturb", "default_attack", "GradAttention.explain",
-           "default_attention", "adversarial_training_step"}
+           "default_attention", "adversarial_training_step", "SmoothGrad.explain", "GradCAM.channel_weights",
+           "GradCAM.layer_cam", "GradCAMPlusPlus.channel_weights", "IntegratedGradients.attribute",
+           "attention_rollout"}
+PART4_NAMES = ("SmoothGrad", "GradCAM", "GradCAMPlusPlus", "IntegratedGradients", "attention_rollout")
+
+
+def course_reference(ship=course_parts.REQUIRED):
+    """The reference of a course shipping `ship` (default: Parts 1-3, optional Part 4 left out)."""
+    return course_parts.select_text(reference_source(), ship)
+
+
+def course_handout(ship=course_parts.REQUIRED, points=None):
+    with open(os.path.join(ROOT, "HANDOUT.md"), encoding="utf-8") as fh:
+        return course_parts.fill_points(course_parts.select_text(fh.read(), ship, "HANDOUT.md"), points or {})
 FAST_PARTS = "2a,3b"  # two quick items for the fast grading tier
 
 SAMPLE = '''"""doc"""
@@ -104,6 +118,46 @@ def test_reference_markers_cover_every_part():
     assert {b.part for b in blocks} == PARTS
     assert {b.qualname for b in blocks if not b.module_level} == STUBBED
     assert verify.check_stub_text(reference_source(), stub, blocks) == []
+    assert course_parts.optional_parts_in(reference_source()) == ["4"]
+
+
+# ----------------------------------------------------------------------------------------- optional parts
+OPTIONAL_SAMPLE = "a = 1\n# BEGIN OPTIONAL PART 4\nb = 2\n# END OPTIONAL PART 4\nc = 3\n"
+
+
+def test_optional_part_selection_and_markers():
+    assert course_parts.select_text(OPTIONAL_SAMPLE, ("1", "2", "3")) == "a = 1\nc = 3\n"
+    assert course_parts.select_text(OPTIONAL_SAMPLE, ("1", "2", "3", "4")) == "a = 1\nb = 2\nc = 3\n"
+    md = "x\n<!-- BEGIN OPTIONAL PART 4 -->\n| 4a | @4a_POINTS@ | @PART4_POINTS@ |\n<!-- END OPTIONAL PART 4 -->\n"
+    assert course_parts.select_text(md, ("1", "2", "3")) == "x\n"
+    shipped = course_parts.fill_points(course_parts.select_text(md, ("1", "2", "3", "4")),
+                                       course_parts.split_points(6))
+    assert shipped == "x\n| 4a | 1.5 | 6 |\n"
+    for bad, message in (("# BEGIN OPTIONAL PART 4\n", "never closed"), ("# END OPTIONAL PART 4\n", "without"),
+                         ("# BEGIN OPTIONAL PART 4\n# BEGIN OPTIONAL PART 4\n", "inside")):
+        with pytest.raises(course_parts.PartsError, match=message):
+            course_parts.select_text(bad, ("1", "2", "3"))
+    assert course_parts.parse_parts("4,1,2,3") == ("1", "2", "3", "4")
+    for bad in ("1,2", "1,2,3,5"):
+        with pytest.raises(course_parts.PartsError):
+            course_parts.parse_parts(bad)
+    with pytest.raises(course_parts.PartsError):
+        course_parts.split_points(0)
+
+
+def test_default_course_leaves_part4_out_of_every_shipped_file():
+    """Parts 1-3 (the default): the stub is exactly the one of a reference without Part 4, no Part 4 name,
+    test or handout line ships; with Part 4 its tests and oracle requirements ship too."""
+    assert course_parts.load_config(ROOT)["parts"] == ["1", "2", "3"]
+    stub, _ = markers.strip_source(course_reference())
+    assert not any(name in stub for name in PART4_NAMES) and "OPTIONAL PART" not in stub
+    handout = course_handout()
+    assert "Part 4" not in handout and "_POINTS@" not in handout and "explain smoothgrad" not in handout
+    default, _ = files.release_files(ROOT)
+    full, _ = files.release_files(ROOT, ("1", "2", "3", "4"))
+    assert set(full) - set(default) == {"tests/test_explain.py", "requirements-oracles.txt"}
+    assert "tests/hidden/test_explain_hidden.py" in files.bundle_files(ROOT, ("1", "2", "3", "4"))
+    assert "tests/hidden/test_explain_hidden.py" not in files.bundle_files(ROOT)
 
 
 # ----------------------------------------------------------------------------------------- the checks
@@ -126,6 +180,21 @@ def test_check_stub_text_catches_an_answer_identifier_and_a_missing_raise():
     problems = verify.check_stub_text(ref, leaky, blocks)
     assert any("ResidualCNN" in p for p in problems), problems
     assert any("Part 1b-iii: implement default_cnn_model" in p and "found 0" in p for p in problems), problems
+
+
+def test_stub_has_no_code_after_its_raise_and_no_marker_wording():
+    """Students never see the markers: a stub ends at its raise (no `return output` naming a variable
+    they have not written yet) and no text tells them to fill in 'between the markers'."""
+    ref = reference_source()
+    stub, blocks = markers.strip_source(ref)
+    assert verify.check_stub_reads_as_a_stub(stub) == []
+    dead = stub.replace('raise NotImplementedError("Part 2a: implement Attention.forward (see its docstring)")\n',
+                        'raise NotImplementedError("Part 2a: implement Attention.forward (see its docstring)")\n'
+                        '        return output\n', 1)
+    assert dead != stub
+    problems = verify.check_stub_reads_as_a_stub(dead + "# fill in between the markers\n")
+    assert any("unreachable code" in p and "return output" in p for p in problems), problems
+    assert any("mentions markers" in p for p in problems), problems
 
 
 def test_answer_rule_exempts_lines_given_outside_the_blocks():
@@ -195,6 +264,13 @@ def test_points_plugin_maps_tests_and_counts_only_fully_passing_items():
     assert pp.part_of("tests/test_blocks.py::test_z") is None
     assert pp.part_of("tests/test_blocks.py::test_z", marker_part="2b") == "2b"
     assert [i for i, _, _, _ in pp.RUBRIC] == ["1a", "1b-i", "1b-ii", "1b-iii", "1b-iv", "2a", "2b", "3a", "3b"]
+    four = pp.summary_lines({"a": ("passed", "4a"), "b": ("failed", "4c")},
+                            config=(("1", "2", "3", "4"), {"4a": 1.5, "4b": 1.5, "4c": 1.5, "4d": 1.5}))
+    assert any(line.startswith("4a") and "1.5/1.5" in line for line in four)
+    assert any(line.startswith("4d") and "not run" in line for line in four)
+    assert four[-1].startswith("estimate 1.5/18 + bonus 0/2")
+    assert not any(line.startswith("4") for line in pp.summary_lines({"a": ("passed", "2a")},
+                                                                     config=(("1", "2", "3"), {})))
     assert sum(p for _, p, bonus, _ in pp.RUBRIC if not bonus) == 12
     lines = pp.summary_lines({"a": ("passed", "2a"), "b": ("passed", "2a"), "c": ("skipped", "2a"),
                               "d": ("passed", "1a"), "e": ("failed", "1a"), "f": ("passed", "3b"),
@@ -202,6 +278,100 @@ def test_points_plugin_maps_tests_and_counts_only_fully_passing_items():
     text = "\n".join(lines)
     assert "2/2  2 passed, 1 skipped" in text and "0/2  1 passed, 1 FAILED" in text
     assert lines[-1].startswith("estimate 2/12 + bonus 2/2")
+
+
+PLUGIN_TESTS = {
+    "test_conv.py": "import pytest\n\n\n@pytest.mark.parametrize('k', [1, 3, 5])\n"
+                    "def test_forward_matches(k):\n"
+                    "    assert k == 1, f'max abs diff 0.{k} against F.conv2d: check the padding'\n",
+    "test_attention.py": "def test_shape():\n    assert True\n",
+    "test_blocks.py": "import pytest\n\n\ndef test_given():\n    pass\n\n\ndef test_gpu():\n"
+                      "    pytest.skip('no CUDA GPU')\n",
+}
+
+
+@pytest.fixture()
+def plugin_kit(tmp_path):
+    """A tiny test folder laid out like the release: the real points plugin and the release's pytest.ini."""
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    (tests / "conftest.py").write_text(f"import sys\nsys.path.insert(0, {os.path.join(ROOT, 'tests')!r})\n"
+                                       f"pytest_plugins = ['points_plugin']\n")
+    for name, text in PLUGIN_TESTS.items():
+        (tests / name).write_text(text)
+    with open(os.path.join(ROOT, "pytest.ini"), encoding="utf-8") as fh:
+        (tmp_path / "pytest.ini").write_text(files.student_pytest_ini(fh.read()))
+    return tmp_path
+
+
+def run_pytest(kit, *args):
+    proc = subprocess.run([sys.executable, "-m", "pytest", "tests", "-p", "no:cacheprovider", *args], cwd=kit,
+                          capture_output=True, text=True, timeout=120)
+    return proc.returncode, proc.stdout.rstrip("\n").splitlines()
+
+
+def test_student_pytest_ini_drops_ra_and_asks_for_the_short_report():
+    with open(os.path.join(ROOT, "pytest.ini"), encoding="utf-8") as fh:
+        staff = fh.read()
+    assert "-ra" in staff, "staff keep pytest's long summary"
+    student = files.student_pytest_ini(staff)
+    assert "-ra" not in student and "points_report = short" in student and "--strict-markers" in student
+    assert student.splitlines()[:2] == ["[pytest]", "points_report = short"]
+    assert files.student_pytest_ini(student) == student
+
+
+def test_short_report_puts_the_points_table_last(plugin_kit):
+    """Release mode: one line per failing check with its hint, then the points table, then the totals as
+    the very last line; no traceback and no pytest summary list after the table."""
+    code, lines = run_pytest(plugin_kit)
+    assert code == 1, lines
+    assert lines[-1] == "tests: 3 passed, 2 failed, 1 skipped", lines[-5:]
+    table = lines.index("points summary (public tests, estimate):")
+    assert lines[-2].startswith("estimate 2/12") and table > len(lines) - 16, lines[table:]
+    after = "\n".join(lines[table:])
+    assert "FAILED tests/" not in after and "short test summary" not in after and "===" not in after, after
+    checks = [line for line in lines if line.startswith("  ") and "test_conv.py::test_forward_matches" in line]
+    assert len(checks) == 1 and "[2 of 3 cases]" in checks[0], checks
+    assert "max abs diff 0.3 against F.conv2d: check the padding" in checks[0], checks
+    assert checks[0].split()[0] == "1a" and lines.index(checks[0]) < table
+    assert not any(line.startswith("E   ") or "def test_forward_matches" in line for line in lines), \
+        "a traceback was printed"
+
+
+def test_short_report_verbose_and_part_filter(plugin_kit):
+    code, lines = run_pytest(plugin_kit, "-v")
+    assert code == 1 and any(line.startswith("E ") for line in lines), "-v must restore the tracebacks"
+    code, lines = run_pytest(plugin_kit, "--part", "2a")
+    assert code == 0 and lines[-1] == "tests: 1 passed, 0 failed, 0 skipped", lines[-5:]
+    code, lines = run_pytest(plugin_kit, "--part", "1a,2a")
+    assert lines[-1] == "tests: 2 passed, 2 failed, 0 skipped", lines[-5:]
+    proc = subprocess.run([sys.executable, "-m", "pytest", "tests", "--part", "9z"], cwd=plugin_kit,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "unknown rubric item" in proc.stderr + proc.stdout
+
+
+def read_requirements(name):
+    with open(os.path.join(ROOT, name), encoding="utf-8") as fh:
+        return [line.strip() for line in fh if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_cpu_requirements_pin_the_cpu_build_of_the_same_versions():
+    """requirements-cpu.txt (the students' CPU-only install on Linux/Windows) takes torch from PyTorch's CPU
+    index at exactly the versions of requirements.txt, which it includes for every other pin; `==2.14.1`
+    of requirements.txt accepts `2.14.1+cpu` (PEP 440 local versions), so the two files never conflict."""
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    cpu = read_requirements("requirements-cpu.txt")
+    assert "--index-url https://download.pytorch.org/whl/cpu" in cpu
+    assert "--extra-index-url https://pypi.org/simple" in cpu and "-r requirements.txt" in cpu
+    pins = {Requirement(line).name: Requirement(line).specifier
+            for line in read_requirements("requirements.txt") if not line.startswith("-")}
+    for name in ("torch", "torchvision"):
+        [line] = [l for l in cpu if l.startswith(name + "==")]
+        version = Version(line.split("==", 1)[1])
+        assert version.local == "cpu" and version.public == str(next(iter(pins[name])).version), line
+        assert pins[name].contains(version), f"requirements.txt's {name}{pins[name]} rejects {version}"
 
 
 # ----------------------------------------------------------------------------------------- the real build
@@ -226,22 +396,27 @@ def test_release_layout(built):
               or os.path.basename(p).startswith(("test_release", "test_mutants", "test_zip_submission",
                                                  "test_autograde", "test_hostile"))]
     assert not leaked, f"staff files in the release: {leaked}"
-    assert (release / "README.md").read_bytes() == open(os.path.join(ROOT, "HANDOUT.md"), "rb").read()
-    for name in ("main.py", "custom_blocks.py", "custom_dataloader.py", "custom_augment.py", "zip_submission.py"):
+    assert (release / "README.md").read_text(encoding="utf-8") == course_handout()
+    assert "tests/test_explain.py" not in shipped and "requirements-oracles.txt" not in shipped
+    assert json.loads((release / "course_parts.json").read_text())["parts"] == ["1", "2", "3"]
+    for name in ("main.py", "custom_blocks.py", "custom_dataloader.py", "custom_augment.py", "zip_submission.py",
+                 "requirements.txt", "requirements-cpu.txt"):
         assert (release / name).read_bytes() == open(os.path.join(ROOT, name), "rb").read(), name
+    with open(os.path.join(ROOT, "pytest.ini"), encoding="utf-8") as fh:
+        assert (release / "pytest.ini").read_text(encoding="utf-8") == files.student_pytest_ini(fh.read())
 
 
 def test_release_stub_is_the_stripped_reference(built):
     stub = (built / "release" / "student_code.py").read_text(encoding="utf-8")
-    expected, blocks = markers.strip_source(reference_source())
+    expected, blocks = markers.strip_source(course_reference())
     assert stub == expected
     assert "BEGIN SOLUTION" not in stub and "END SOLUTION" not in stub
-    assert verify.check_stub_text(reference_source(), stub, blocks) == []
+    assert verify.check_stub_text(course_reference(), stub, blocks) == []
 
 
 def test_release_stubs_raise_naming_their_part(built):
     """Each stub, called, raises NotImplementedError("Part X: implement Q ...") (in a fresh interpreter)."""
-    _, blocks = markers.strip_source(reference_source())
+    _, blocks = markers.strip_source(course_reference())
     targets = sorted({(b.qualname, b.part) for b in blocks if not b.module_level})
     results = verify.run_probe("call-stubs", str(built / "release"), json.dumps([list(t) for t in targets]))
     got = {r["qualname"]: (r["raised"], r["message"]) for r in results}
@@ -251,10 +426,11 @@ def test_release_stubs_raise_naming_their_part(built):
             f"{qualname}: {raised}: {message}"
 
 
-def test_release_api_equals_the_reference(built):
-    ref = verify.run_probe("describe", ROOT)
+def test_release_api_equals_the_reference(built, tmp_path):
+    ref = verify.run_probe("describe", str(_unpacked_bundle(built, tmp_path)))  # the course's reference
+    assert "SmoothGrad" not in ref and "PGDAttack" in ref
     stub = verify.run_probe("describe", str(built / "release"))
-    removed = markers.module_level_names(reference_source(), markers.parse_blocks(reference_source()))
+    removed = markers.module_level_names(course_reference(), markers.parse_blocks(course_reference()))
     assert verify.check_api(ref, stub, removed) == []
     assert removed and not removed & set(stub)
 
@@ -277,7 +453,8 @@ def test_bundle_contents_and_determinism(built):
         run = zf.read("run_autograder").decode()
         assert ("tools/autograde.py /autograder/submission --results /autograder/results/results.json" in run
                 and "--kit /autograder/source" in run)
-        assert zf.read("student_code.py") == open(os.path.join(ROOT, "student_code.py"), "rb").read()
+        assert zf.read("student_code.py").decode("utf-8") == course_reference()
+        assert not {"tests/test_explain.py", "tests/hidden/test_explain_hidden.py"} & set(names), "Part 4 tests in the default bundle"
     # a second bundle from the same sources is byte-identical
     entries = {i.filename: zipfile.ZipFile(built / "autograder.zip").read(i.filename) for i in infos}
     again = built / "again.zip"
@@ -322,8 +499,21 @@ def test_bundle_grades_reference_full_and_release_zero_on_two_parts(built, tmp_p
 
 
 @pytest.mark.slow
-def test_full_build_grades_reference_full_and_release_zero(tmp_path, slow_selected):
-    proc = subprocess.run([sys.executable, os.path.join(TOOLS, "make_release.py"), str(tmp_path / "out")],
+@pytest.mark.parametrize("ship", [[], ["--parts", "1,2,3,4", "--part4-points", "6"]], ids=["default", "with-part4"])
+def test_full_build_grades_reference_full_and_release_zero(tmp_path, slow_selected, ship):
+    proc = subprocess.run([sys.executable, os.path.join(TOOLS, "make_release.py"), str(tmp_path / "out")] + ship,
                           capture_output=True, text=True, timeout=3000, cwd=ROOT)
     assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     assert "reference:" in proc.stdout and "release:" in proc.stdout
+    release = tmp_path / "out" / "release"
+    assert ("SmoothGrad" in (release / "student_code.py").read_text()) == bool(ship)
+    assert (release / "tests" / "test_explain.py").exists() == bool(ship)
+
+
+def test_parts_flags_are_checked(tmp_path):
+    for argv, message in ((["--parts", "1,2"], "always ship"), (["--parts", "1,2,3,7"], "unknown part"),
+                          (["--part4-points", "3"], "needs Part 4"),
+                          (["--parts", "1,2,3,4", "--part4-points", "-1"], "positive")):
+        proc = subprocess.run([sys.executable, os.path.join(TOOLS, "make_release.py"), str(tmp_path / "o")] + argv,
+                              capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert proc.returncode == 2 and message in proc.stderr, (argv, proc.stderr)

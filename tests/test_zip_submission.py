@@ -10,6 +10,7 @@ of the reference is graded by `tools/autograde.py` at full marks.
 Run: python -m pytest tests/test_zip_submission.py
 """
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -66,6 +67,14 @@ def test_reference_is_packaged(kit, capsys):
     assert "still raise NotImplementedError" not in out
 
 
+def test_zip_is_readable_by_others(kit, capsys, monkeypatch):
+    """The zip gets mode 0644 like any document (not the 0600 of its temporary file)."""
+    monkeypatch.setattr(zip_submission, "check_import", lambda *a, **k: None)  # tested elsewhere; saves time
+    assert run(kit, "--out", str(kit / "a.zip")) == 0
+    mode = os.stat(kit / "a.zip").st_mode & 0o777
+    assert mode == 0o644, f"zip mode {mode:o}, expected 644"
+
+
 def test_output_is_deterministic(kit, capsys, monkeypatch):
     monkeypatch.setattr(zip_submission, "check_import", lambda *a, **k: None)  # tested elsewhere; saves time
     assert run(kit, "--out", str(kit / "a.zip")) == 0
@@ -80,7 +89,8 @@ def test_stubbed_release_is_packaged_with_a_note(kit, capsys):
     (kit / "student_code.py").write_text(stub, encoding="utf-8")
     assert run(kit, "--out", str(kit / "s.zip")) == 0
     out, _ = capsys.readouterr()
-    assert "Part 1a, 1b-iii, 2a, 2b, 3a, 3b still raise NotImplementedError" in out
+    # every stub of the reference, the optional Part 4 ones (4a-4d) included when the reference has them
+    assert re.search(r"Part 1a, 1b-iii, 2a, 2b, 3a, 3b(, 4[a-z])* still raise NotImplementedError", out), out
 
 
 def test_missing_student_code(kit, capsys):

@@ -39,7 +39,8 @@ def parse_args(argv):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("submission", nargs="?", help="folder or zip holding student_code.py")
     p.add_argument("--results", help="where to write Gradescope's results.json")
-    p.add_argument("--parts", default=None, help="comma-separated items to grade (default: all), e.g. 1a,2a or 1,3")
+    p.add_argument("--parts", default=None, help="comma-separated items to grade, e.g. 1a,2a or 1,3 or 4 (default: every "
+                        "item the kit's course_parts.json ships: Parts 1-3, and the optional Part 4 when shipped)")
     p.add_argument("--kit", default=ROOT, help="folder with the reference student_code.py and the given files "
                                                "(default: the repository root)")
     p.add_argument("--timeout-scale", type=float, default=float(os.environ.get("AUTOGRADE_TIMEOUT_SCALE", 1.0)),
@@ -92,7 +93,7 @@ def main(argv=None):
     bound_memory()
     from grading import rubric  # noqa: E402 - after sys.path is set
     try:
-        numbers = rubric.parse_parts(args.parts)
+        numbers = rubric.parse_parts(args.parts) if args.parts else None  # None: the kit's course_parts.json
     except ValueError as exc:
         parser.error(str(exc))
     from grading.submission import KitError, read_kit

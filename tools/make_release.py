@@ -1,10 +1,20 @@
 """Build the student release and the Gradescope autograder bundle, and prove both are right (staff tool).
 
-    python tools/make_release.py OUT [--no-grade] [--grade-parts 2a,3a] [--timeout-scale X]
+    python tools/make_release.py OUT [--parts 1,2,3[,4]] [--part4-points X] [--no-grade] [--grade-parts 2a,3a]
+                                     [--timeout-scale X]
+
+`--parts` picks the parts the course ships (default: those of the kit's `course_parts.json`, Parts 1-3):
+the optional Part 4 (explanations) is left out entirely by default (its code, its tests, its handout
+section), and shipped with stubs, public tests and hidden tests with `--parts 1,2,3,4`, worth
+`--part4-points` (default: the sum in `course_parts.json`), split evenly over 4a-4d. The choice is written to
+`course_parts.json` in the release and the bundle (the grader and the points summary read it); see
+tools/release/parts.py.
 
 Writes
     OUT/release/          the student kit: top-level kit files with `student_code.py` stripped to stubs,
-                          README.md (= HANDOUT.md), logs/.gitkeep, the public tests; no tools/, no answers
+                          README.md (= HANDOUT.md), logs/.gitkeep, the public tests, and a pytest.ini
+                          asking for the short self-check report (files.student_pytest_ini); no tools/,
+                          no answers
     OUT/autograder.zip    Gradescope bundle: setup.sh, run_autograder, tools/autograde.py + tools/grading/,
                           the reference student_code.py and the given files, public and hidden tests
 and reports success (exit 0) only after every check passed:
@@ -41,6 +51,7 @@ if TOOLS not in sys.path:
     sys.path.insert(0, TOOLS)
 
 from release import files, gradescope, grade, markers, verify  # noqa: E402
+from release import parts as course_parts  # noqa: E402
 
 STAFF_DIRS = ("tools", "tests/hidden", ".ci", ".git", "data", ".venv")
 FORBIDDEN_SUFFIXES = (".pth", ".pth.tar", ".pt", ".safetensors", ".pyc", ".zip", ".ckpt")
@@ -89,7 +100,7 @@ def read_bytes(path):
         return fh.read()
 
 
-def check_release_tree(release, shipped, reference, blocks):
+def check_release_tree(release, shipped, reference, blocks, handout):
     """No staff or binary file ships; README is the handout; no long answer line in other files."""
     problems = []
     for rel in shipped:
@@ -99,8 +110,10 @@ def check_release_tree(release, shipped, reference, blocks):
             problems.append(f"binary/data file would ship: {rel}")
         if rel.startswith("tests/") and files.staff_only_test(os.path.join(release, rel)):
             problems.append(f"staff-only test would ship: {rel}")
-    if read_bytes(os.path.join(release, "README.md")) != read_bytes(os.path.join(ROOT, files.HANDOUT)):
-        problems.append("release/README.md is not HANDOUT.md")
+    if read_bytes(os.path.join(release, "README.md")) != handout:
+        problems.append("release/README.md is not HANDOUT.md (with the course's parts and points)")
+    if "@PART4_POINTS@" in handout.decode("utf-8") or "OPTIONAL PART" in handout.decode("utf-8"):
+        problems.append("release/README.md keeps an optional-part marker or a points placeholder")
     others = [os.path.join(release, rel) for rel in shipped if rel != "student_code.py"]
     problems += verify.check_leaks(reference, blocks, others)
     problems += written_out_oracles(release, shipped)
@@ -148,20 +161,20 @@ def run_many(jobs, timeout=600):
         return {name: fut.result() for name, fut in futures.items()}
 
 
-def check_release_runs(release, blocks, tmp):
+def check_release_runs(release, blocks, tmp, reference_dir):
     """In fresh interpreters, concurrently: the stub's interface and stubs (probe), the public tests collect,
     `main.py --help` works, `zip_submission.py` packages the stub.
     Returns `(problems, path of the release's submission zip)`."""
     zip_path = os.path.join(tmp, "release_submission.zip")
     procs = run_many({
-        "probe": (release, verify.probe_command("all", ROOT, release, json.dumps(stub_targets(blocks)))),
+        "probe": (release, verify.probe_command("all", reference_dir, release, json.dumps(stub_targets(blocks)))),
         "collect": (release, [sys.executable, "-m", "pytest", "tests", "-q", "--collect-only", "-p",
                               "no:cacheprovider"]),
         "help": (release, [sys.executable, "main.py", "--help"]),
         "zip": (release, [sys.executable, "zip_submission.py", "--out", zip_path]),
     })
     probe = verify.parse_probe(procs["probe"], "the reference and the stub")
-    with open(os.path.join(ROOT, "student_code.py"), encoding="utf-8") as fh:
+    with open(os.path.join(reference_dir, "student_code.py"), encoding="utf-8") as fh:
         removed = markers.module_level_names(fh.read(), blocks)
     problems = verify.check_api(probe["reference"], probe["stub"], removed)
     problems += verify.check_stubs_raise(probe["calls"])
@@ -179,13 +192,14 @@ def check_release_runs(release, blocks, tmp):
     return problems, zip_path
 
 
-def bundle_entries(reference_bytes):
+def bundle_entries(reference_bytes, parts=course_parts.REQUIRED, config=b""):
     """`{arcname: bytes}` of the autograder bundle."""
-    mapping = files.bundle_files(ROOT)
+    mapping = files.bundle_files(ROOT, parts)
     entries = {}
     for rel, src in mapping.items():
         entries[rel] = b"" if src is None else read_bytes(src)
     entries["student_code.py"] = reference_bytes
+    entries[course_parts.CONFIG] = config
     entries["setup.sh"] = gradescope.SETUP_SH.encode()
     entries["run_autograder"] = gradescope.RUN_AUTOGRADER.encode()
     return entries
@@ -245,8 +259,29 @@ def check_grades(bundle, reference_zip, release_zip, parts, timeout_scale):
     return problems
 
 
-def build(out, grade_release=True, parts=None, timeout_scale=None):
-    """Build and verify; returns a one-line summary. Raises `ReleaseError` on any failed check."""
+def course_texts(ship, part4_points):
+    """`(reference, handout, config)` bytes of the course's choice of parts: the reference `student_code.py`
+    and `HANDOUT.md` with the optional regions of the parts not shipped removed, Part 4's points filled in,
+    and the `course_parts.json` text."""
+    reference = read_bytes(os.path.join(ROOT, "student_code.py")).decode("utf-8")
+    handout = read_bytes(os.path.join(ROOT, files.HANDOUT)).decode("utf-8")
+    points = course_parts.split_points(part4_points) if "4" in ship else {}
+    try:
+        reference = course_parts.select_text(reference, ship, "student_code.py")
+        handout = course_parts.fill_points(course_parts.select_text(handout, ship, files.HANDOUT), points)
+    except course_parts.PartsError as exc:
+        raise ReleaseError(f"optional-part markers: {exc}") from None
+    config = course_parts.config_text(ship, points)
+    return reference.encode("utf-8"), handout.encode("utf-8"), config.encode("utf-8")
+
+
+def build(out, grade_release=True, parts=None, timeout_scale=None, ship=None, part4_points=None):
+    """Build and verify; returns a one-line summary. Raises `ReleaseError` on any failed check.
+    `ship`: the course's parts (default: the kit's course_parts.json); `part4_points`: Part 4's total."""
+    defaults = course_parts.load_config(ROOT)
+    ship = tuple(ship) if ship else tuple(defaults["parts"])
+    if part4_points is None:
+        part4_points = sum(defaults["part4_points"].values()) or float(len(course_parts.PART4_ITEMS))
     t_start = time.time()
     os.makedirs(out, exist_ok=True)
     release = os.path.join(out, "release")
@@ -262,8 +297,10 @@ def build(out, grade_release=True, parts=None, timeout_scale=None):
         if os.path.exists(os.path.join(out, stale)):
             os.remove(os.path.join(out, stale))
 
-    reference_bytes = read_bytes(os.path.join(ROOT, "student_code.py"))
+    reference_bytes, handout, config = course_texts(ship, part4_points)
     reference = reference_bytes.decode("utf-8")
+    log(f"      parts shipped: {', '.join(ship)}"
+        + (f" (Part 4: {part4_points:g} points)" if "4" in ship else " (optional Part 4 left out)"))
     try:
         stub, blocks = markers.strip_source(reference)
     except markers.MarkerError as exc:
@@ -273,23 +310,30 @@ def build(out, grade_release=True, parts=None, timeout_scale=None):
         f"{len(stub_targets(blocks))} stubs")
     _fail_if(verify.check_stub_text(reference, stub, blocks), "the stub text")
 
-    mapping, notes = files.release_files(ROOT)
-    write_tree(release, mapping, {"student_code.py": stub.encode("utf-8")})
+    mapping, notes = files.release_files(ROOT, ship)
+    overrides = {"student_code.py": stub.encode("utf-8"), "README.md": handout, course_parts.CONFIG: config}
+    if "pytest.ini" in mapping:
+        with open(mapping["pytest.ini"], encoding="utf-8") as fh:
+            overrides["pytest.ini"] = files.student_pytest_ini(fh.read()).encode("utf-8")
+    write_tree(release, mapping, overrides)
     shipped = sorted(mapping)
     for note in notes:
         log(f"      {note}")
     log(f"[2/4] wrote {release} ({len(shipped)} files)")
-    _fail_if(check_release_tree(release, shipped, reference, blocks), "the release tree")
+    _fail_if(check_release_tree(release, shipped, reference, blocks, handout), "the release tree")
 
     with tempfile.TemporaryDirectory(prefix="make_release_") as tmp:
-        problems, release_zip = check_release_runs(release, blocks, tmp)
+        reference_dir = os.path.join(tmp, "reference")  # the course's reference next to the given files
+        write_tree(reference_dir, {rel: src for rel, src in mapping.items() if not rel.startswith("tests/")},
+                   {"student_code.py": reference_bytes, "README.md": handout, course_parts.CONFIG: config})
+        problems, release_zip = check_release_runs(release, blocks, tmp, reference_dir)
         _fail_if(problems, "the release")
         log("[3/4] in fresh interpreters: the stub imports, its names, signatures and docstrings equal the "
             "reference's, every stub raises NotImplementedError naming its part; the public tests collect, "
             "main.py --help runs, zip_submission.py packages the stub")
 
         bundle_tmp = os.path.join(out, ".autograder.zip.tmp")
-        files.write_zip(bundle_tmp, bundle_entries(reference_bytes))
+        files.write_zip(bundle_tmp, bundle_entries(reference_bytes, ship, config))
         try:
             bundle = os.path.join(tmp, "bundle")
             _fail_if(unpack_and_check_bundle(bundle_tmp, bundle), "the autograder bundle")
@@ -319,13 +363,26 @@ def main(argv=None):
     parser.add_argument("--no-grade", action="store_true", help="skip grading the reference and the release")
     parser.add_argument("--grade-parts", help="grade only these parts (comma separated, e.g. 2a,3a)")
     parser.add_argument("--timeout-scale", type=float, help="passed to tools/autograde.py")
+    parser.add_argument("--parts", help="parts the course ships, e.g. 1,2,3,4 (default: course_parts.json, "
+                                        "Parts 1-3; Part 4 is optional)")
+    parser.add_argument("--part4-points", type=float, help="Part 4's points when it ships, split evenly over "
+                                                           "4a-4d (default: course_parts.json)")
     args = parser.parse_args(argv)
+    try:
+        ship = course_parts.parse_parts(args.parts) if args.parts else None
+        if args.part4_points is not None:
+            course_parts.split_points(args.part4_points)
+    except course_parts.PartsError as exc:
+        parser.error(str(exc))
+    if args.part4_points is not None and "4" not in (ship or course_parts.load_config(ROOT)["parts"]):
+        parser.error("--part4-points needs Part 4 in --parts (e.g. --parts 1,2,3,4)")
     out = os.path.abspath(args.out)
     if out == ROOT or ROOT.startswith(out + os.sep):
         parser.error("OUT must not be the repository or one of its parents")
     parts = [p.strip() for p in args.grade_parts.split(",") if p.strip()] if args.grade_parts else None
     try:
-        summary = build(out, grade_release=not args.no_grade, parts=parts, timeout_scale=args.timeout_scale)
+        summary = build(out, grade_release=not args.no_grade, parts=parts, timeout_scale=args.timeout_scale,
+                        ship=ship, part4_points=args.part4_points)
     except (ReleaseError, files.ManifestError, grade.GradingError, RuntimeError,
             subprocess.TimeoutExpired) as exc:
         release = os.path.join(out, "release")

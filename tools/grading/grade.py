@@ -22,6 +22,7 @@ import concurrent.futures
 import hashlib
 import importlib.util
 import io
+import json
 import os
 import secrets
 import sys
@@ -32,10 +33,12 @@ import traceback
 import torch
 
 from . import child as child_module
-from . import childlib, items, protocol, rubric, sandbox, static  # noqa: F401 (childlib: its file)
+from . import childlib, compat, items, protocol, rubric, sandbox, static  # noqa: F401 (childlib: its file)
+from . import versions
+from .versions import items as version_items
 from .results import ItemGrade, build_results, csv_header, csv_row, failed_everywhere, write_csv, \
     write_json_atomic
-from .submission import SubmissionError, read_kit, read_submission
+from .submission import KitError, SubmissionError, read_kit, read_submission
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -56,40 +59,74 @@ class Kit:
         self.files[protocol.CHILD_FILE] = _read(child_module.__file__)
         self.lib_source = _read(childlib.__file__)
         self.ref = _load_reference(self.dir, self.reference_path)
+        self.parts, self.points = read_course_parts(self.dir)
         # one lock for every reference computation: they seed torch's global RNG (module initialization)
         self._lock = threading.RLock()
         self._inputs, self._expected = {}, {}
 
-    def inputs(self, number):
-        with self._lock:
-            if number not in self._inputs:
-                with _reference_numerics():
-                    self._inputs[number] = rubric.MODULES[number].inputs(self.ref)
-            return self._inputs[number]
+    @property
+    def numbers(self):
+        """The items graded by default: Parts 1-3, plus the optional Part 4 when the course ships it."""
+        return tuple(rubric.DISPLAY_ORDER) + tuple(n for n in rubric.OPTIONAL_ORDER if n[0] in self.parts)
 
-    def expected(self, number):
-        with self._lock:
-            if number not in self._expected:
-                inp = self.inputs(number)
-                with _reference_numerics():
-                    self._expected[number] = rubric.MODULES[number].expected(self.ref, inp)
-            return self._expected[number]
+    def rescale(self, grades):
+        """`grades` with the course's points for the optional items (course_parts.json `part4_points`)."""
+        return [g.rescale(self.points[g.item.number]) if g.item.number in self.points else g for g in grades]
 
-    def inputs_bytes(self, numbers):
+    def inputs(self, number, module=None):
+        """The seeded inputs of item `number` (of `module`: a template version's own item module)."""
+        module = module or rubric.MODULES[number]
+        key = getattr(module, "cache_key", number)
+        with self._lock:
+            if key not in self._inputs:
+                with _reference_numerics():
+                    self._inputs[key] = module.inputs(self.ref)
+            return self._inputs[key]
+
+    def expected(self, number, module=None):
+        module = module or rubric.MODULES[number]
+        key = getattr(module, "cache_key", number)
+        with self._lock:
+            if key not in self._expected:
+                inp = self.inputs(number, module)
+                with _reference_numerics():
+                    self._expected[key] = module.expected(self.ref, inp)
+            return self._expected[key]
+
+    def inputs_bytes(self, numbers, modules=None):
+        modules = modules or {}
         buf = io.BytesIO()
-        torch.save(_detached({n: self.inputs(n) for n in numbers}), buf)
+        torch.save(_detached({n: self.inputs(n, modules.get(n)) for n in numbers}), buf)
         return buf.getvalue()
 
-    def sandbox_files(self, source, numbers):
-        """`({file name: bytes}, child arguments)` of a sandbox for item `numbers`: the given files, the child
-        harness, the helper library and the selected items' runners (both under fresh random module names,
-        so code cannot name them), and the submission."""
-        files = dict(self.files)
+    def sandbox_files(self, source, numbers, profile=None, modules=None):
+        """`({file name: bytes}, child arguments)` of a sandbox for item `numbers`: the given files (with the
+        template version's compatibility modules, tools/grading/compat), the child harness, the helper
+        library and the selected items' runners (both under fresh random module names, so code cannot name
+        them), and the submission."""
+        files = compat.sandbox_files(profile, self.files) if profile is not None else dict(self.files)
         lib, runners = (f"_m{secrets.token_hex(8)}" for _ in range(2))
         files[lib + ".py"] = self.lib_source
-        files[runners + ".py"] = items.runner_source(numbers).encode()
+        files[runners + ".py"] = items.runner_source(numbers, modules).encode()
         files["student_code.py"] = source
         return files, ["--lib", lib, "--runners", runners]
+
+
+def read_course_parts(kit_dir):
+    """`(parts shipped, {optional item: points})` from the kit's `course_parts.json` (written by
+    tools/make_release.py); Parts 1-3 and the items' default points without it."""
+    path = os.path.join(kit_dir, "course_parts.json")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            config = json.load(fh)
+        parts = tuple(str(p) for p in config.get("parts", ("1", "2", "3")))
+        points = {str(k): float(v) for k, v in config.get("part4_points", {}).items()
+                  if str(k) in rubric.OPTIONAL_ORDER and float(v) > 0}
+    except FileNotFoundError:
+        return ("1", "2", "3"), {}
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        raise KitError(f"{path} is not a valid course_parts.json: {exc}") from None
+    return parts, points
 
 
 def _detached(obj):
@@ -160,9 +197,9 @@ def runtime_forbidden(rule, out):
     return [], []
 
 
-def _score(number, kit, output, error, findings, staff_log, verbose):
+def _score(number, kit, output, error, findings, staff_log, verbose, module=None):
     """The ItemGrade of one item (never raises)."""
-    module = rubric.MODULES[number]
+    module = module or rubric.MODULES[number]
     rule = getattr(module, "FORBIDDEN", None)
     if output is None:
         grade = ItemGrade(number)
@@ -171,7 +208,7 @@ def _score(number, kit, output, error, findings, staff_log, verbose):
             grade.forbid(f)
         return grade
     try:
-        grade = module.score(kit.inputs(number), kit.expected(number), output)
+        grade = module.score(kit.inputs(number, module), kit.expected(number, module), output)
     except Exception as exc:  # noqa: BLE001 - malformed outputs from the untrusted child
         grade = ItemGrade(number)
         grade.fail("the outputs of your code could not be checked (malformed results)")
@@ -199,7 +236,7 @@ def grade_submission(submission, kit, numbers=None, limits=None, supervisor=None
     """Grade `submission` (folder or zip) -> `(results dict, status str)`. `supervisor` carries the
     isolation level (probed here on first use: `sandbox.IsolationError` when none is available)."""
     t0 = time.monotonic()
-    numbers = tuple(numbers or rubric.DISPLAY_ORDER)
+    numbers = tuple(numbers or kit.numbers)
     limits = limits or sandbox.Limits()
     supervisor = supervisor or sandbox.Supervisor()
     isolation = sandbox.choose_isolation(supervisor, kit.reference_path)
@@ -214,29 +251,35 @@ def grade_submission(submission, kit, numbers=None, limits=None, supervisor=None
     except SubmissionError as exc:
         grades = failed_everywhere(numbers, str(exc))
         staff["oddities"].append(f"not gradable: {exc}")
-        return build_results(grades, time.monotonic() - t0, [str(exc)], staff), f"not gradable: {exc}"
+        return build_results(kit.rescale(grades), time.monotonic() - t0, [str(exc)], staff), f"not gradable: {exc}"
     except (UnicodeDecodeError, SyntaxError, LookupError) as exc:
         reason = f"student_code.py cannot be read as Python source ({type(exc).__name__}); save it as UTF-8"
         grades = failed_everywhere(numbers, reason)
         staff["oddities"].append(reason)
-        return build_results(grades, time.monotonic() - t0, [reason], staff), "not gradable: encoding"
+        return build_results(kit.rescale(grades), time.monotonic() - t0, [reason], staff), "not gradable: encoding"
     if encoding.lower().replace("_", "-") not in ("utf-8", "utf-8-sig", "ascii"):
         staff["review"].append(f"declares the source encoding {encoding!r} (scanned as decoded)")
     error = static.syntax_error(text)
     if error:
         grades = failed_everywhere(numbers, f"student_code.py does not parse: {error}")
         staff["oddities"].append("syntax error")
-        return build_results(grades, time.monotonic() - t0, [error], staff), "syntax error"
+        return build_results(kit.rescale(grades), time.monotonic() - t0, [error], staff), "syntax error"
     staff["review"].extend(f"{what} (line {line})" for what, line in static.review_flags(text))
     tamper = static.tampering(text)
     if tamper:
         reason = f"student_code.py {tamper[0][0]} (line {tamper[0][1]}): every item scores 0"
         staff["review"].append(reason)
         grades = failed_everywhere(numbers, reason)
-        return build_results(grades, time.monotonic() - t0, [reason], staff), "tampering: " + reason
+        return build_results(kit.rescale(grades), time.monotonic() - t0, [reason], staff), "tampering: " + reason
+    profile, evidence = versions.detect_with_reasons(text)
+    staff["version"] = {"name": profile.name, "label": profile.label, "evidence": evidence}
+    notes.append(f"template version recognised: {profile.label} ({'; '.join(evidence[:3])})")
+    all_numbers = numbers
+    numbers = version_items.graded_numbers(profile, numbers)
+    modules = {n: version_items.module_for(profile, n) for n in numbers}
     findings_by_rule = static.forbidden_uses(text)
     defined = static.defined_names(text)
-    missing = {n: [name for name in rubric.MODULES[n].REQUIRES if name not in defined] for n in numbers}
+    missing = {n: [name for name in modules[n].REQUIRES if name not in defined] for n in numbers}
     all_missing = sorted({name for names in missing.values() for name in names})
     if all_missing:
         staff["oddities"].append("missing graded names: " + ", ".join(all_missing))
@@ -246,9 +289,9 @@ def grade_submission(submission, kit, numbers=None, limits=None, supervisor=None
     lock = threading.Lock()
 
     def run(group, members):
-        inputs_bytes = kit.inputs_bytes(members)
-        files, child_args = kit.sandbox_files(sub.source, members)
-        record = [n for n in members if getattr(rubric.MODULES[n], "FORBIDDEN", None) is not None]
+        inputs_bytes = kit.inputs_bytes(members, modules)
+        files, child_args = kit.sandbox_files(sub.source, members, profile, modules)
+        record = [n for n in members if getattr(modules[n], "FORBIDDEN", None) is not None]
         log(f"[{group}] child for {','.join(members)}")
         outcome = sandbox.run_group(members, inputs_bytes, files, limits, supervisor, record=record,
                                     child_args=child_args)
@@ -262,21 +305,21 @@ def grade_submission(submission, kit, numbers=None, limits=None, supervisor=None
             errors.update(outcome.errors)
 
     for number in numbers:  # cheap, and needed before the children start
-        kit.inputs(number)
+        kit.inputs(number, modules[number])
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, _workers(groups, parallel_groups))) as pool:
         futures = [pool.submit(run, g, members) for g, members in groups.items()]
         for number in numbers:  # reference outputs meanwhile, in this thread
-            kit.expected(number)
+            kit.expected(number, modules[number])
         for fut in futures:
             fut.result()
     supervisor.sweep()
     grades = []
     for n in numbers:
-        rule = getattr(rubric.MODULES[n], "FORBIDDEN", None)
+        rule = getattr(modules[n], "FORBIDDEN", None)
         findings = findings_by_rule.get(rule.name, []) if rule is not None else []
         if findings:
             staff["log"].append(f"{n}: static findings: {'; '.join(findings)[:400]}")
-        grade = _score(n, kit, outputs.get(n), errors.get(n), findings, staff["log"], verbose)
+        grade = _score(n, kit, outputs.get(n), errors.get(n), findings, staff["log"], verbose, modules[n])
         if missing[n]:
             grade.note(f"student_code.py does not define {', '.join(missing[n])} (needed by this item)")
         grades.append(grade)
@@ -289,7 +332,12 @@ def grade_submission(submission, kit, numbers=None, limits=None, supervisor=None
         extra.append(f"isolation: {isolation.level}")
     if extra:
         status += "; " + "; ".join(extra)
-    return build_results(grades, time.monotonic() - t0, notes, staff), status
+    if profile.name != "kit":
+        grades = version_items.versioned(profile, grades, text, all_numbers)
+        status += f"; version {profile.name}"
+    results = build_results(kit.rescale(grades), time.monotonic() - t0, notes, staff)
+    results["version"] = profile.name
+    return results, status
 
 
 def _cpus():
@@ -312,7 +360,7 @@ def batch_entries(folder):
 def grade_batch(folder, csv_path, kit, jobs=None, numbers=None, limits=None, supervisor=None, verbose=False):
     """Grade every submission in `folder`; write `csv_path` and `<csv dir>/<name>.results.json` each.
     Returns the CSV rows."""
-    numbers = tuple(numbers or rubric.DISPLAY_ORDER)
+    numbers = tuple(numbers or kit.numbers)
     jobs = jobs or _cpus()
     supervisor = supervisor or sandbox.Supervisor()
     sandbox.choose_isolation(supervisor, kit.reference_path)
@@ -327,7 +375,7 @@ def grade_batch(folder, csv_path, kit, jobs=None, numbers=None, limits=None, sup
             results, status = grade_submission(path, kit, numbers, limits, supervisor, parallel_groups=1,
                                                verbose=verbose)
         except Exception as exc:  # noqa: BLE001 - one broken submission must not stop the batch
-            results = build_results(failed_everywhere(numbers, "grader error (staff have been told)"), 0.0,
+            results = build_results(kit.rescale(failed_everywhere(numbers, "grader error (staff have been told)")), 0.0,
                                     staff={"log": [f"grader error: {type(exc).__name__}: {exc}"]})
             status = f"grader error: {type(exc).__name__}: {exc}"
         write_json_atomic(os.path.join(out_dir, f"{name}.results.json"), results)

@@ -48,6 +48,15 @@ class ItemGrade:
         if reason not in self.forbidden:
             self.forbidden.append(reason)
 
+    def rescale(self, max_score):
+        """Worth `max_score` instead of the item's default points (a course's choice for an optional part):
+        every component scaled by the same factor."""
+        if max_score != self.item.max_score and self.item.max_score > 0:
+            factor = max_score / self.item.max_score
+            self.components = [(label, points * factor, ok, detail) for label, points, ok, detail in self.components]
+            self.item = self.item._replace(max_score=float(max_score))
+        return self
+
     def note(self, text):
         """An extra line for the message (no effect on the score)."""
         self.notes.append(text)
@@ -99,7 +108,7 @@ def failed_everywhere(numbers, reason):
 
 def build_results(grades, execution_time, notes=(), staff=None):
     """Gradescope's results dict from a list of `ItemGrade` (any order; listed in assignment order)."""
-    grades = sorted(grades, key=lambda g: rubric.DISPLAY_ORDER.index(g.item.number))
+    grades = sorted(grades, key=lambda g: rubric.ALL_ORDER.index(g.item.number))
     tests = [g.to_test() for g in grades]
     total = round(sum(t["score"] for t in tests), 4)
     regular = sum(t["score"] for g, t in zip(grades, tests) if not g.item.bonus)

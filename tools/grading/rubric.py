@@ -24,14 +24,22 @@ from . import items as item_modules
 
 Item = collections.namedtuple("Item", "number name max_score bonus group budget_s")
 
-ITEMS = tuple(Item(m.NUMBER, m.TITLE, float(m.POINTS), bool(m.BONUS), m.GROUP, float(m.BUDGET_S))
-              for m in item_modules.ITEMS)
+def _item(m):
+    return Item(m.NUMBER, m.TITLE, float(m.POINTS), bool(m.BONUS), m.GROUP, float(m.BUDGET_S))
+
+
+ITEMS = tuple(_item(m) for m in item_modules.ITEMS)
+# the optional Part 4 (graded when the kit's course_parts.json ships it; POINTS are defaults, the course's
+# points come from course_parts.json, see grade.Kit)
+OPTIONAL_ITEMS = tuple(_item(m) for m in item_modules.OPTIONAL_ITEMS)
 MODULES = item_modules.BY_NUMBER
 # the order of results.json (ITEMS lists 1b-iv before 1b-iii only to keep each sandbox group together)
 DISPLAY_ORDER = ("1a", "1b-i", "1b-ii", "1b-iii", "1b-iv", "2a", "2b", "3a", "3b")
-BY_NUMBER = {item.number: item for item in ITEMS}
+OPTIONAL_ORDER = ("4a", "4b", "4c", "4d")
+ALL_ORDER = DISPLAY_ORDER + OPTIONAL_ORDER
+BY_NUMBER = {item.number: item for item in ITEMS + OPTIONAL_ITEMS}
 # sandbox groups: one child process each (torch imported once per child), heaviest first
-GROUPS = tuple(dict.fromkeys(item.group for item in ITEMS))
+GROUPS = tuple(dict.fromkeys(item.group for item in ITEMS + OPTIONAL_ITEMS))
 TOTAL = sum(item.max_score for item in ITEMS if not item.bonus)  # 12
 BONUS = sum(item.max_score for item in ITEMS if item.bonus)  # 2
 
@@ -44,7 +52,7 @@ GAP_S = 30.0  # between two items
 
 def ordered(numbers):
     """`numbers` sorted in the assignment's order (1a, 1b-i, ..., 3b)."""
-    return sorted(numbers, key=DISPLAY_ORDER.index)
+    return sorted(numbers, key=ALL_ORDER.index)
 
 
 def parse_parts(text):
@@ -53,7 +61,7 @@ def parse_parts(text):
     if text is None or not text.strip():
         return tuple(DISPLAY_ORDER)
     chosen = set()
-    parts = sorted({n[0] for n in DISPLAY_ORDER})  # whole parts: "1", "2", "3"
+    parts = sorted({n[0] for n in ALL_ORDER})  # whole parts: "1", "2", "3", "4" (optional)
     for raw in text.split(","):
         key = raw.strip().lower()
         if not key:
@@ -61,9 +69,9 @@ def parse_parts(text):
         if key in BY_NUMBER:
             chosen.add(key)
         elif key in parts or key == "1b":
-            chosen.update(n for n in DISPLAY_ORDER if n.startswith(key))
+            chosen.update(n for n in ALL_ORDER if n.startswith(key))
         else:
-            raise ValueError(f"unknown part {raw.strip()!r}; choose from {', '.join(DISPLAY_ORDER)} "
+            raise ValueError(f"unknown part {raw.strip()!r}; choose from {', '.join(ALL_ORDER)} "
                              f"(or {', '.join(parts)}, 1b)")
     return tuple(ordered(chosen))
 
@@ -72,7 +80,7 @@ def groups_of(numbers):
     """`{group: [item numbers in group order]}` for the selected items, groups in `GROUPS` order."""
     out = collections.OrderedDict()
     for group in GROUPS:
-        members = [item.number for item in ITEMS if item.group == group and item.number in numbers]
+        members = [item.number for item in ITEMS + OPTIONAL_ITEMS if item.group == group and item.number in numbers]
         if members:
             out[group] = members
     return out

@@ -58,7 +58,11 @@ CONV_MODULE = Rule("conv_module", ("CustomConv2d", "CustomConv2DFunction", "cust
 ATTENTION = Rule("attention", ("Attention",), ATTENTION_NAMES,
                  r"scaled_dot_product|multi_head_attention|flash_attention|efficient_attention|cudnn_attention"
                  r"|_fused_sdp", "attention routine")
-RULES = (CONV, CONV_MODULE, ATTENTION)
+# Part 4 (optional): the attribution libraries the grader compares with
+ATTRIBUTION_NAMES = frozenset({"captum", "pytorch_grad_cam", "NoiseTunnel", "LayerGradCam", "ttach"})
+ATTRIBUTION = Rule("attribution", ("SmoothGrad", "GradCAM", "GradCAMPlusPlus", "IntegratedGradients",
+                                   "attention_rollout"), ATTRIBUTION_NAMES, r"(?!)", "attribution library")
+RULES = (CONV, CONV_MODULE, ATTENTION, ATTRIBUTION)
 # literal references to the sandbox's helpers: tampering with the grader (every item 0)
 TAMPER = r"_grading|_sandbox_|RUNNERS\b"
 TORCH_ROOTS = ("torch", "torchvision", "functorch")
@@ -216,7 +220,7 @@ def _scan_nodes(nodes, rule, aliases):
             if isinstance(node, ast.Name):
                 referenced.add(node.id)
                 original = aliases.get(node.id, "")
-                if original and original.split(".")[-1] in forbidden:
+                if original and (original.split(".")[-1] in forbidden or original.split(".")[0] in forbidden):
                     name = f"{node.id} (imported as {original})"
                 elif node.id in DYNAMIC_CALLS or node.id in ("importlib", "vars"):
                     if node.id == "vars":
@@ -233,7 +237,8 @@ def _scan_nodes(nodes, rule, aliases):
             elif isinstance(node, (ast.Import, ast.ImportFrom)):
                 for alias in node.names:
                     full = f"{getattr(node, 'module', None) or ''}.{alias.name}"
-                    if alias.name.split(".")[-1] in forbidden or "._C" in full or ".ops" in full:
+                    if alias.name.split(".")[-1] in forbidden or full.strip(".").split(".")[0] in forbidden \
+                            or "._C" in full or ".ops" in full:
                         name = f"import of {alias.name}"
             elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
                     and node.func.id in ("getattr", "vars", "dir") and node.args \

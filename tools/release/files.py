@@ -10,6 +10,9 @@ Autograder bundle (`bundle_files`): the same kit with the reference `student_cod
 (public and hidden, staff-only ones aside), `tools/autograde.py` and `tools/grading/`, plus `setup.sh` and
 `run_autograder` (Gradescope's entry points, written by `make_release.py`).
 
+Optional parts (tools/release/parts.py): a file whose first lines say `# OPTIONAL PART 4` (Part 4's tests,
+`requirements-oracles.txt`) is left out of both unless the course ships that part (`parts`).
+
 Zips are deterministic: entries sorted, timestamps fixed at 1980-01-01, permissions normalized
 (0755 for scripts, 0644 otherwise), no directory entries.
 """
@@ -17,6 +20,8 @@ import fnmatch
 import os
 import re
 import zipfile
+
+from . import parts as course_parts
 
 REQUIRED_TOP_LEVEL = ("main.py", "student_code.py", "custom_blocks.py", "custom_augment.py",
                       "custom_dataloader.py", "download_dataset.sh", "zip_submission.py", "requirements.txt",
@@ -68,14 +73,19 @@ def _walk(root, rel_dir):
     return out
 
 
-def top_level_files(root):
+def _optional_left_out(path, parts):
+    part = course_parts.file_part(path)
+    return part is not None and part not in parts
+
+
+def top_level_files(root, parts=course_parts.REQUIRED):
     """`(shipped, skipped)`: top-level kit files that ship, and the other top-level files (for the log)."""
     shipped, skipped = [], []
     for name in sorted(os.listdir(root)):
         full = os.path.join(root, name)
         if not os.path.isfile(full) or os.path.islink(full):
             continue
-        if name != "README.md" and _matches(name, TOP_LEVEL_PATTERNS):
+        if name != "README.md" and _matches(name, TOP_LEVEL_PATTERNS) and not _optional_left_out(full, parts):
             shipped.append(name)
         else:
             skipped.append(name)
@@ -87,10 +97,11 @@ def top_level_files(root):
     return shipped, skipped
 
 
-def test_files(root, include_hidden):
+def test_files(root, include_hidden, parts=course_parts.REQUIRED):
     """`(shipped, excluded)`: files under tests/ (hidden ones only with `include_hidden`), and
     `(path, reason)` for those left out. A sub-folder of tests/ (other than hidden/) holding a staff-only
     file is left out as a whole (e.g. fixtures shared by the grader's own tests)."""
+    shipped_parts = parts  # `parts` is reused below for path components
     shipped, excluded = [], []
     all_files = _walk(root, "tests")
     staff = {rel: staff_only_test(os.path.join(root, rel)) for rel in all_files}
@@ -108,21 +119,25 @@ def test_files(root, include_hidden):
         elif len(parts) > 2 and parts[1] in staff_folders:
             excluded.append((rel, f"staff-only folder ({staff_folders[parts[1]]} is staff-only)"))
             continue
-        if staff[rel]:
+        if _optional_left_out(os.path.join(root, rel), shipped_parts):
+            excluded.append((rel, f"optional Part {course_parts.file_part(os.path.join(root, rel))} not shipped"))
+        elif staff[rel]:
             excluded.append((rel, staff[rel]))
         else:
             shipped.append(rel)
     return shipped, excluded
 
 
-def release_files(root):
+def release_files(root, parts=course_parts.REQUIRED):
     """`({dest_rel: source_abs or None}, notes)`: the student kit (None = empty file), the
-    stubbed `student_code.py` included under its name (the caller replaces its content)."""
-    top, skipped = top_level_files(root)
+    stubbed `student_code.py` included under its name (the caller replaces its content), and
+    `course_parts.json` (the caller writes it)."""
+    top, skipped = top_level_files(root, parts)
     files = {name: os.path.join(root, name) for name in top}
     files["README.md"] = os.path.join(root, HANDOUT)
     files["logs/.gitkeep"] = None
-    tests, excluded = test_files(root, include_hidden=False)
+    files[course_parts.CONFIG] = None
+    tests, excluded = test_files(root, include_hidden=False, parts=parts)
     for rel in tests:
         files[rel] = os.path.join(root, rel)
     notes = [f"not shipped (top level): {n}" for n in skipped] + [f"not shipped: {p} ({why})"
@@ -130,12 +145,38 @@ def release_files(root):
     return files, notes
 
 
-def bundle_files(root):
-    """`{dest_rel: source_abs or None}` of the autograder bundle (without setup.sh / run_autograder)."""
-    top, _ = top_level_files(root)
+STUDENT_PYTEST_INI_KEY = "points_report = short"
+
+
+def student_pytest_ini(text):
+    """The release's pytest.ini from the staff one: `-ra` dropped from `addopts` (its list of every skip
+    and failure would bury the points table) and `points_report = short` added under `[pytest]`
+    (tests/points_plugin.py: failing checks with hints, the points table and the totals, last)."""
+    out = []
+    for line in text.splitlines():
+        key = line.split("=", 1)[0].strip()
+        if key == "addopts":
+            opts = [o for o in line.split("=", 1)[1].split() if o != "-ra"]
+            line = "addopts = " + " ".join(opts) if opts else ""
+        elif key == "points_report":
+            continue
+        if line or not out or out[-1]:
+            out.append(line)
+        if line.strip() == "[pytest]":
+            out.append(STUDENT_PYTEST_INI_KEY)
+    if STUDENT_PYTEST_INI_KEY not in out:
+        out = ["[pytest]", STUDENT_PYTEST_INI_KEY] + out
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def bundle_files(root, parts=course_parts.REQUIRED):
+    """`{dest_rel: source_abs or None}` of the autograder bundle (without setup.sh / run_autograder; the
+    caller writes `course_parts.json`)."""
+    top, _ = top_level_files(root, parts)
     files = {name: os.path.join(root, name) for name in top}
     files["logs/.gitkeep"] = None
-    tests, _ = test_files(root, include_hidden=True)
+    files[course_parts.CONFIG] = None
+    tests, _ = test_files(root, include_hidden=True, parts=parts)
     for rel in tests:
         files[rel] = os.path.join(root, rel)
     grader = os.path.join(root, "tools", "autograde.py")

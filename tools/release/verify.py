@@ -119,6 +119,35 @@ def check_stub_text(reference, stub, blocks):
             l.strip() not in {f"raise NotImplementedError({json.dumps(m)})" for m in expected}]
     if kept != markers.outside_lines(reference, blocks):
         problems.append("the text outside the solution blocks changed while stripping")
+    problems += check_stub_reads_as_a_stub(stub)
+    return problems
+
+
+def _is_not_implemented(node):
+    exc = node.exc.func if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call) else None
+    return isinstance(exc, ast.Name) and exc.id == "NotImplementedError"
+
+
+def check_stub_reads_as_a_stub(stub):
+    """What students read makes sense without the markers: no statement follows a stub's
+    `raise NotImplementedError(...)` in its block (unreachable code such as `return output`, a name the
+    student has not defined yet: move it inside the solution block), and no text mentions the solution
+    markers, which the release does not have."""
+    problems = []
+    tree = ast.parse(stub)
+    for node in ast.walk(tree):
+        for field in ("body", "orelse", "finalbody"):
+            suite = getattr(node, field, None)
+            if not isinstance(suite, list):
+                continue
+            for i, stmt in enumerate(suite[:-1]):
+                if _is_not_implemented(stmt):
+                    after = ast.get_source_segment(stub, suite[i + 1]) or ""
+                    problems.append(f"stub line {suite[i + 1].lineno}: unreachable code after the stub's raise "
+                                    f"({after.splitlines()[0][:80]!r}): put it inside the solution block")
+    for n, line in enumerate(stub.splitlines(), start=1):
+        if "marker" in line.lower():
+            problems.append(f"stub line {n} mentions markers, which the release does not have: {line.strip()!r}")
     return problems
 
 

@@ -42,11 +42,15 @@ def run(sc, inp, lib):
     out = {}
     model = sc.SimpleNet(conv_op=sc.CustomConv2d, num_classes=inp["num_classes"])
     out["n_params"] = int(sum(p.numel() for p in model.parameters()))
-    model.load_state_dict(inp["state"])
-    model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=inp["lr"], momentum=inp["momentum"])
     losses = []
     try:
+        try:
+            model.load_state_dict(inp["state"])
+        except BaseException as exc:  # noqa: B902 - a changed SimpleNet: its layers differ from the given
+            out["load_error"] = lib.describe(exc)
+            raise
+        model.train()
+        opt = torch.optim.SGD(model.parameters(), lr=inp["lr"], momentum=inp["momentum"])
         for step in range(inp["steps"]):
             loss = F.cross_entropy(model(inp["x"]), inp["y"])
             opt.zero_grad()
@@ -84,9 +88,10 @@ def score(inp, exp, out):
     if not isinstance(n_params, int):
         grade.fail(f"SimpleNet(conv_op=CustomConv2d) could not be built and loaded: {err}")
         return grade
-    if n_params != exp["n_params"]:
-        grade.fail(f"SimpleNet has {n_params} parameters; the given network has {exp['n_params']}: "
-                   f"SimpleNet is given code, restore it")
+    if n_params != exp["n_params"] or out.get("load_error"):
+        what = (f"SimpleNet has {n_params} parameters; the given network has {exp['n_params']}"
+                if n_params != exp["n_params"] else "the given SimpleNet's weights do not fit your SimpleNet")
+        grade.fail(f"{what}: SimpleNet is given code, restore it (build your own network in default_cnn_model)")
         return grade
     losses = out.get("losses")
     steps = inp["steps"]

@@ -106,6 +106,19 @@ def failed_everywhere(numbers, reason):
     return grades
 
 
+MAX_STAFF_LINES = 200  # per list of the staff section (the sandbox log of a restarted child can be long)
+
+
+def _bounded_staff(staff):
+    """The staff section with every list cut to its last `MAX_STAFF_LINES` entries, strings to 1000 chars."""
+    out = {}
+    for key, value in dict(staff or {}).items():
+        if isinstance(value, list):
+            value = [_clip(v, 1000) if isinstance(v, str) else v for v in value[-MAX_STAFF_LINES:]]
+        out[key] = value
+    return out
+
+
 def build_results(grades, execution_time, notes=(), staff=None):
     """Gradescope's results dict from a list of `ItemGrade` (any order; listed in assignment order)."""
     grades = sorted(grades, key=lambda g: rubric.ALL_ORDER.index(g.item.number))
@@ -127,7 +140,7 @@ def build_results(grades, execution_time, notes=(), staff=None):
         "visibility": "visible",
         "stdout_visibility": "visible",
         "tests": tests,
-        "extra_data": {"staff": dict(staff or {})},
+        "extra_data": {"staff": _bounded_staff(staff)},
     }
 
 

@@ -193,6 +193,7 @@ class Supervisor:
         self.isolation = isolation  # protocol.Isolation once chosen
         self.binds = None  # bwrap: the Python environment's folders
         self._free_slots = list(range(UID_SLOTS))
+        self._locks = {}
         self._slot_cv = threading.Condition(self.lock)
 
     def become_subreaper(self):
@@ -208,13 +209,32 @@ class Supervisor:
         return self.subreaper
 
     def take_uid(self):
-        with self._slot_cv:
-            while not self._free_slots:
-                self._slot_cv.wait()
-            return UID_BASE + self._free_slots.pop(0)
+        """A uid no other sandbox uses now, in this process or any other grader on this machine (an
+        exclusive lock file per uid, held until `give_uid`)."""
+        import fcntl
+
+        folder = os.path.join(tempfile.gettempdir(), "autograde-uid-locks")
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        while True:
+            with self._slot_cv:
+                for slot in list(self._free_slots):
+                    uid = UID_BASE + slot
+                    fd = os.open(os.path.join(folder, str(uid)), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except OSError:
+                        os.close(fd)
+                        continue
+                    self._free_slots.remove(slot)
+                    self._locks[uid] = fd
+                    return uid
+                self._slot_cv.wait(timeout=0.5)
 
     def give_uid(self, uid):
         with self._slot_cv:
+            fd = self._locks.pop(uid, None)
+            if fd is not None:
+                os.close(fd)  # releases the lock
             self._free_slots.append(uid - UID_BASE)
             self._slot_cv.notify()
 
@@ -719,8 +739,8 @@ def _one_run(items, record, python, base, limits, supervisor, isolation, uid, lo
     except ChildProcessError:
         state["returncode"] = proc.wait(timeout=30)
     supervisor.forget(proc.pid)
-    if uid is not None:
-        _kill_tree(proc.pid, uid)
+    if uid is not None and isolation.level == protocol.ISOLATION_UID:
+        _kill_tree(proc.pid, uid)  # escaped processes of this sandbox's own uid
     log.append(f"child for {','.join(items)} ended: rc={state['returncode']} after {time.monotonic() - t0:.1f}s")
     return state, err_cap.text()
 

@@ -120,7 +120,8 @@ def get_args_parser():
     adv.add_argument("--adv-fraction", type=float, default=1.0, help="fraction of each batch made adversarial")
     adv.add_argument("--attack-eps", type=float, default=0.1, help="L-inf budget, normalized units (0.1 ~ 6/255)")
     adv.add_argument("--attack-steps", type=int, default=10, help="PGD steps")
-    adv.add_argument("--attack-step-size", type=float, default=0.01, help="PGD step size, normalized units")
+    adv.add_argument("--attack-step-size", type=float, default=None,
+                     help="PGD step size, normalized units (default: a tenth of --attack-eps, 0.01 at eps 0.1)")
     adv.add_argument("--attack-untargeted", action="store_true",
                      help="with -a: untargeted attack on the true labels (default: least-likely class, no labels)")
     adv.add_argument("--save-adv", default=None, metavar="DIR",
@@ -549,7 +550,7 @@ def build_attacker(args, criterion, training=False):
     attacker = student_code.default_attack(criterion)
     attacker.epsilon = args.attack_eps
     attacker.num_steps = args.attack_steps
-    attacker.step_size = args.attack_step_size
+    attacker.step_size = args.attack_eps / 10 if args.attack_step_size is None else args.attack_step_size
     if training and args.fgsm:  # fast adversarial training: FGSM from a random start
         attacker.num_steps, attacker.step_size, attacker.random_start = 1, 1.25 * args.attack_eps, True
     return attacker

@@ -43,6 +43,8 @@ VARIANTS = {
     "old_lr_0.1": ("previous reference, --lr 0.1", ["--lr", "0.1"], "old", None, False),
     "old_warmup_0": ("previous reference, --warmup 0", ["--warmup", "0"], "old", None, False),
     "old_12_epochs": ("previous reference, --epochs 12", ["--epochs", "12"], "old", None, False),
+    "ref_lr_0.1": ("the default CNN, --lr 0.1", ["--lr", "0.1"], None, None, False),
+    "ref_warmup_0": ("the default CNN, --warmup 0", ["--warmup", "0"], None, None, False),
     "ref_no_aug": ("the default CNN, no augmentation", [], None, "none", False),
     "ref_mild_aug": ("the default CNN, milder augmentation", [], None, "mild", False),
     "plain_bn_cnn": ("plain 4-layer BN CNN (3x3 conv-BN-ReLU-maxpool, 32-256 channels)", [], "plain", None,

@@ -117,7 +117,8 @@ def build_cache(paths, labels, array_path, size, workers=None, desc="decoding", 
             else:
                 import multiprocessing
 
-                ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+                # spawn, not fork: a fork of a process with live torch/OpenMP threads can deadlock
+                ctx = multiprocessing.get_context("spawn")
                 with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
                     futures = [pool.submit(_decode_chunk, tmp, shape, paths[s:s + chunk], s, size) for s in starts]
                     for fut in concurrent.futures.as_completed(futures):

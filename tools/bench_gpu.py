@@ -21,6 +21,7 @@ the runner), "unknown" on CPU and unlisted devices.
 import argparse
 import concurrent.futures
 import json
+import multiprocessing
 import os
 import sys
 import tempfile
@@ -80,7 +81,8 @@ def build_bench_dataset(root, classes, n_train, n_val, size=128, workers=None, s
     items = train + val
     chunks = [items[s:s + 500] for s in range(0, len(items), 500)]
     with tqdm(total=len(items), desc="building the benchmark set", unit="img") as bar, \
-            concurrent.futures.ProcessPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
+            concurrent.futures.ProcessPoolExecutor(max_workers=workers or os.cpu_count(),  # spawn: no fork deadlock
+                                                   mp_context=multiprocessing.get_context("spawn")) as pool:
         for done in concurrent.futures.as_completed([pool.submit(_render_chunk, str(root), c, size, 90)
                                                      for c in chunks]):
             bar.update(done.result())

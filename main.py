@@ -550,7 +550,7 @@ def build_attacker(args, criterion, training=False):
     attacker = student_code.default_attack(criterion)
     attacker.epsilon = args.attack_eps
     attacker.num_steps = args.attack_steps
-    attacker.step_size = args.attack_eps / 10 if args.attack_step_size is None else args.attack_step_size
+    attacker.step_size = robustness.pgd_step_size(args)
     if training and args.fgsm:  # fast adversarial training: FGSM from a random start
         attacker.num_steps, attacker.step_size, attacker.random_start = 1, 1.25 * args.attack_eps, True
     return attacker

@@ -178,6 +178,11 @@ class LibraryAttack:
         return ((adv_pixels.detach() - mean) / std).to(input.dtype)
 
 
+def pgd_step_size(args):
+    """The PGD step size of the flags: `--attack-step-size`, or a tenth of `--attack-eps` when not given."""
+    return args.attack_eps / 10 if args.attack_step_size is None else args.attack_step_size
+
+
 def make_attacker(args, criterion, num_classes, build_pgd, epsilon=None, steps=None):
     """The attacker of `-a`: `build_pgd(args, criterion)` (main.build_attacker: the student's PGD) or a
     `LibraryAttack`, with the budget `epsilon` / `steps` when given (else `--attack-eps`, `--attack-steps`;
@@ -189,7 +194,7 @@ def make_attacker(args, criterion, num_classes, build_pgd, epsilon=None, steps=N
         local = argparse.Namespace(**vars(args))
         if epsilon is not None:  # the step size keeps its ratio to the budget, so every budget is reachable
             if args.attack_eps > 0:
-                local.attack_step_size = args.attack_step_size * epsilon / args.attack_eps
+                local.attack_step_size = pgd_step_size(args) * epsilon / args.attack_eps
             local.attack_eps = epsilon
         if steps is not None:
             local.attack_steps = steps
@@ -205,10 +210,11 @@ def describe(args, swept=None):
     eps = "" if swept == "eps" else f", eps {args.attack_eps}"
     if name == "pgd":
         mode = "untargeted" if args.attack_untargeted else "least-likely"
-        steps = {"steps": f", step size {args.attack_step_size}",
-                 "eps": f", {args.attack_steps} steps of eps x {args.attack_step_size / args.attack_eps:g}"
-                 if args.attack_eps else f", {args.attack_steps} steps of {args.attack_step_size}"}.get(
-            swept, f", {args.attack_steps} steps of {args.attack_step_size}")
+        step = pgd_step_size(args)
+        steps = {"steps": f", step size {step:g}",
+                 "eps": f", {args.attack_steps} steps of eps x {step / args.attack_eps:g}"
+                 if args.attack_eps else f", {args.attack_steps} steps of {step:g}"}.get(
+            swept, f", {args.attack_steps} steps of {step:g}")
         return f"PGD ({mode}{eps}{steps})"
     if swept != "eps":
         eps += f" = {pixel_epsilon(args.attack_eps):.4f} in pixels"

@@ -15,8 +15,10 @@ import csv
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 
 import pytest
@@ -556,3 +558,24 @@ def test_cli_refuses_without_isolation(tmp_path):
     assert proc.returncode == 3 and not (tmp_path / "r.json").exists(), proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("autograde.py: error: cannot isolate"), proc.stderr
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed (Debian package bubblewrap)")
+def test_bwrap_sees_an_environment_below_the_temp_folder():
+    """A virtual environment made under /tmp (CI's `mktemp -d`) stays visible next to the private /tmp."""
+    host = tempfile.mkdtemp(prefix="autograde-test-env-", dir="/tmp")
+    scratch = host + "-scratch"
+    base = sandbox.make_sandbox({}, b"", sandbox.NOBODY if os.geteuid() == 0 else None)
+    try:
+        with open(os.path.join(host, "marker.txt"), "w") as fh:
+            fh.write("venv here\n")
+        os.chmod(host, 0o700)  # as mktemp makes it: the bind must not need the host folder's permissions
+        cmd = sandbox.bwrap_command(base, [(host, host)], os.geteuid() == 0) + ["/bin/sh", "-c", (
+            f"cat {host}/marker.txt && touch {scratch} && echo tmp-writable")]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.split() == ["venv", "here", "tmp-writable"], proc.stdout
+        assert not os.path.exists(scratch), "the sandbox's /tmp must be private"
+    finally:
+        sandbox.remove_tree(base)
+        shutil.rmtree(host, ignore_errors=True)

@@ -325,6 +325,9 @@ def bwrap_command(host_base, binds, as_root):
             cmd += ["--ro-bind", top, top]
     for etc in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime"):
         cmd += ["--ro-bind-try", etc, etc]
+    # the private /tmp comes before the binds: a bind below /tmp (a virtual environment made by mktemp, as CI
+    # does) mounted first would be hidden by the tmpfs
+    cmd += ["--size", str(TMPFS_BYTES), "--perms", "1777", "--tmpfs", "/tmp"]
     made = {"/", "/usr", "/tmp", "/proc", "/dev"}
     for _, inside in list(binds) + [(None, SANDBOX + "/code")]:
         parts = inside.strip("/").split("/")
@@ -337,7 +340,6 @@ def bwrap_command(host_base, binds, as_root):
         cmd += ["--ro-bind", real, inside]
     cmd += ["--ro-bind", os.path.join(host_base, "code"), SANDBOX + "/code",
             "--bind", os.path.join(host_base, "io"), SANDBOX + "/io",
-            "--size", str(TMPFS_BYTES), "--perms", "1777", "--tmpfs", "/tmp",
             "--proc", "/proc", "--dev", "/dev", "--chdir", SANDBOX + "/code"]
     return cmd
 

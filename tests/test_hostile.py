@@ -124,11 +124,14 @@ SYSTEM_PYTHON = "/usr/bin/python3.11"  # for the uid level: an interpreter other
 
 
 def _uid_level_possible():
-    """Root, and a system Python of this version that can load this environment's torch."""
+    """Root, and a system Python of this version that can load this environment's torch as the grader's
+    dedicated uid (an environment inside a private folder, such as a `mktemp -d`, is out of its reach)."""
     if os.geteuid() != 0 or not os.path.exists(SYSTEM_PYTHON) or sys.version_info[:2] != (3, 11):
         return False
     proc = subprocess.run([SYSTEM_PYTHON, "-I", "-c", f"import sys; sys.path.append({sandbox.torch_site()!r}); "
-                           "import torch"], capture_output=True, timeout=120)
+                           "import torch"], capture_output=True, timeout=120, cwd="/",
+                          user=sandbox.UID_BASE, group=sandbox.UID_BASE, extra_groups=[],
+                          env={"PATH": "/usr/bin:/bin", "HOME": "/"})
     return proc.returncode == 0
 
 
@@ -281,7 +284,8 @@ def test_fake_results_and_killing_everyone_do_not_matter(hostile, mode):
     every pid: the grader ends normally with a complete, truthful results.json (bundle_uid: the same under
     the `uid` fallback level)."""
     if "cli_" + mode not in hostile:
-        pytest.skip(f"the uid level needs root and {SYSTEM_PYTHON} able to load this environment's torch")
+        pytest.skip(f"the uid level needs root and {SYSTEM_PYTHON} able to load this environment's torch "
+                    f"as uid {sandbox.UID_BASE}")
     rc, output, results, seconds = hostile["cli_" + mode]
     assert rc == 0, output
     res = json.loads(results.read_text())

@@ -502,3 +502,41 @@ def test_pgd_reference_model_is_the_attacked_model():
     with torch.no_grad():
         diff = (model(inp["x"]) - pgd_behaviour.eval_forward(inp["state"], inp["x"])).abs().max().item()
     assert diff < 1e-12, diff
+
+
+# ------------------------------------------------------------------------------------------ the kit corpus
+_KIT_CORRECT = textwrap.dedent("""
+    import sys
+    sys.path[:0] = [sys.argv[1], sys.argv[2]]
+    import torch, torch.nn.functional as F
+    import student_code as sc
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 7, 9, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    out = sc.CustomConv2DFunction.apply(x, w, b, 2, 1)
+    ref = F.conv2d(x, w, b, stride=2, padding=1)
+    g = torch.randn_like(ref)
+    mine = torch.autograd.grad(out, (x, w, b), g)
+    theirs = torch.autograd.grad(ref, (x, w, b), g)
+    diff = max([(out - ref).abs().max().item()] + [(m - t).abs().max().item() for m, t in zip(mine, theirs)])
+    attn = sc.Attention(16, num_heads=4).double()
+    y = attn(torch.randn(2, 3, 5, 16, dtype=torch.float64))
+    vit = sc.default_vit_model(num_classes=10)
+    logits = vit(torch.randn(2, 3, 64, 64))
+    import json
+    print(json.dumps({"diff": diff, "attention": list(y.shape), "logits": list(logits.shape)}))
+""")
+
+
+def test_kit_corpus_submission_runs(tmp_path):
+    """The kit's correct corpus submission (corpus bodies spliced into the release) computes, in the fast
+    tier: a stub that changes shape (a return moved into the solution block) shows up here, not only in the
+    slow tier's grading."""
+    (tmp_path / "student_code.py").write_text(corpus.correct_text("kit"), encoding="utf-8")
+    proc = subprocess.run([PYTHON, "-c", _KIT_CORRECT, str(tmp_path), corpus.ROOT], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["diff"] < 1e-10, f"conv output/gradients differ from F.conv2d by {out['diff']:.3g}"
+    assert (out["attention"], out["logits"]) == ([2, 3, 5, 16], [2, 10]), out

@@ -16,6 +16,7 @@ if bias is not None:
 output = prod.reshape(N, C_out, H_out, W_out).clone()  # a fresh tensor, not a view
 ctx.save_for_backward(input_feats, weight)
 ctx.geometry = (K, stride, padding, H, W, bias is not None)
+return output
 """,
     "CustomConv2DFunction.backward": """
 input_feats, weight = ctx.saved_tensors
@@ -30,6 +31,7 @@ if ctx.needs_input_grad[1]:
     grad_weight = torch.matmul(g, cols.transpose(1, 2)).sum(0).reshape(weight.shape)
 if has_bias and ctx.needs_input_grad[2]:
     grad_bias = grad_output.sum((0, 2, 3))
+return grad_input, grad_weight, grad_bias, None, None
 """,
     "default_cnn_model": """
 return CorpusNet(conv_op=conv_op, num_classes=num_classes)
@@ -42,6 +44,7 @@ scores = (q @ k.transpose(-2, -1)) * self.scale  # (B, nh, L, L)
 x = scores.softmax(dim=-1) @ v  # (B, nh, L, hd)
 x = x.permute(0, 2, 1, 3).reshape(B, H, W, C)  # heads merged
 x = self.proj(x)
+return x
 """,
     "TransformerBlock.forward": """
 y = self.norm1(x)
@@ -53,6 +56,7 @@ else:
     y = self.attn(y)
 x = x + self.drop_path(y)
 x = x + self.drop_path(self.mlp(self.norm2(x)))
+return x
 """,
     "SimpleViT.__init__": """
 self.patch_embed = PatchEmbed(kernel_size=(patch_size, patch_size), stride=(patch_size, patch_size),
@@ -78,6 +82,7 @@ if self.pos_embed is not None:
 for blk in self.blocks:
     x = blk(x)
 x = self.head(self.norm(x).mean(dim=(1, 2)))
+return x
 """,
     "default_vit_model": """
 return SimpleViT(num_classes=num_classes)

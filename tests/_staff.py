@@ -24,6 +24,7 @@ def reference_source():
 @pytest.fixture
 def slow_selected(request):
     """Slow staff checks run only when asked for with `-m slow`; a plain `pytest` skips them visibly."""
-    if "slow" not in (request.config.getoption("markexpr") or "") or \
-            "not slow" in request.config.getoption("markexpr"):
+    from conftest import slow_tier_selected
+
+    if not slow_tier_selected(request.config):
         pytest.skip("slow staff check (minutes): run with `python -m pytest -m slow`")

@@ -25,6 +25,23 @@ def pytest_configure(config):
     torch.set_num_threads(1)
 
 
+def slow_tier_selected(config):
+    """Whether this run asked for the slow tier (`-m slow`, or a mark expression naming it positively)."""
+    markexpr = config.getoption("markexpr") or ""
+    return "slow" in markexpr and "not slow" not in markexpr
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `slow` (minutes each) run only when asked for with `-m slow`; a plain run skips them
+    visibly, with the command that runs them."""
+    if slow_tier_selected(config):
+        return
+    skip = pytest.mark.skip(reason="slow check (minutes): run with `python -m pytest -m slow`")
+    for item in items:
+        if item.get_closest_marker("slow") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_numerics():
     """Seed every RNG and turn TF32 off for each test (restored afterwards)."""

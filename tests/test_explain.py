@@ -37,7 +37,8 @@ pytestmark = pytest.mark.skipif(not hasattr(student_code, "SmoothGrad"),
 
 SIZE = 32
 NUM_CLASSES = 5
-MODELS = ("tiny", "simplenet", "default_cnn", "resnet18")
+MODELS = ("tiny", "simplenet", "default_cnn", "resnet18")  # the CNNs (Grad-CAM needs a feature map)
+GRADIENT_MODELS = MODELS + ("vit",)  # the gradient methods apply to the ViT as well
 
 
 def build(name, dtype=torch.float64, device="cpu"):
@@ -51,6 +52,9 @@ def build(name, dtype=torch.float64, device="cpu"):
             model = student_code.SimpleNet(num_classes=NUM_CLASSES)
         elif name == "default_cnn":
             model = student_code.default_cnn_model(num_classes=NUM_CLASSES)
+        elif name == "vit":  # 4x4 tokens, one windowed block (2x2 windows) and one global block
+            model = student_code.SimpleViT(img_size=SIZE, num_classes=NUM_CLASSES, patch_size=8, embed_dim=32,
+                                           depth=2, num_heads=4, window_size=2, window_block_indexes=(0,))
         else:
             import torchvision
 
@@ -65,6 +69,8 @@ def build(name, dtype=torch.float64, device="cpu"):
     x = random_images((1, 3, SIZE, SIZE), seed=1, dtype=dtype, device=device)
     if name == "resnet18":
         return model, model.layer3  # layer4 is 1x1 at 32x32
+    if name == "vit":
+        return model, None  # no Grad-CAM layer: the tokens are not a feature map of the CNN kind
     return model, explain.default_target_layer(model, x)[1]
 
 
@@ -93,7 +99,7 @@ def close_relative(actual, expected, rtol, what):
 # 4a SmoothGrad
 ################################################################################
 @pytest.mark.part("4a")
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", GRADIENT_MODELS)
 def test_smoothgrad_matches_captum_noise_tunnel(name):
     """captum: `NoiseTunnel(Saliency(f)).attribute(x, nt_type="smoothgrad", nt_samples=S, stdevs=std,
     abs=True)` adds `torch.normal(0, std)` noise of shape `(N*S, 3, H, W)` drawn from the global RNG (seeded
@@ -204,7 +210,7 @@ def test_channel_weights_match_pytorch_grad_cam(method):
 # 4c Integrated Gradients
 ################################################################################
 @pytest.mark.part("4c")
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", GRADIENT_MODELS)
 @pytest.mark.parametrize("baseline", ["zeros", "random"])
 def test_integrated_gradients_matches_captum(name, baseline):
     captum_attr = pytest.importorskip("captum.attr", reason="pip install -r requirements.txt (captum)")

@@ -6,8 +6,6 @@ see tools/release/files.py `staff_only_test`).
 import os
 import sys
 
-import pytest
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = os.path.join(ROOT, "tools")
 for _path in (ROOT, TOOLS):
@@ -20,11 +18,3 @@ def reference_source():
     with open(os.path.join(ROOT, "student_code.py"), encoding="utf-8") as fh:
         return fh.read()
 
-
-@pytest.fixture
-def slow_selected(request):
-    """Slow staff checks run only when asked for with `-m slow`; a plain `pytest` skips them visibly."""
-    from conftest import slow_tier_selected
-
-    if not slow_tier_selected(request.config):
-        pytest.skip("slow staff check (minutes): run with `python -m pytest -m slow`")

@@ -25,16 +25,11 @@ def pytest_configure(config):
     torch.set_num_threads(1)
 
 
-def slow_tier_selected(config):
-    """Whether this run asked for the slow tier (`-m slow`, or a mark expression naming it positively)."""
-    markexpr = config.getoption("markexpr") or ""
-    return "slow" in markexpr and "not slow" not in markexpr
-
-
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `slow` (minutes each) run only when asked for with `-m slow`; a plain run skips them
-    visibly, with the command that runs them."""
-    if slow_tier_selected(config):
+    """Tests marked `slow` (minutes each) run only when the mark expression asks for them (`-m slow`); a
+    plain run skips them visibly, with the command that runs them, before any of their fixtures is built."""
+    markexpr = config.getoption("markexpr") or ""
+    if "slow" in markexpr and "not slow" not in markexpr:
         return
     skip = pytest.mark.skip(reason="slow check (minutes): run with `python -m pytest -m slow`")
     for item in items:

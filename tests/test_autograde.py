@@ -33,6 +33,8 @@ from grading.grade import grade_submission  # noqa: E402
 from grading.results import ItemGrade, build_results  # noqa: E402
 from grading.submission import SubmissionError, read_source  # noqa: E402
 
+SOLUTION_BEGIN = "BEGIN" + " SOLUTION"  # in two pieces: this file holds no solution marker of its own
+
 AUTOGRADE = os.path.join(shared.ROOT, "tools", "autograde.py")
 EXPECTED_MAX = {"1a": 2, "1b-i": 1, "1b-ii": 1, "1b-iii": 1, "1b-iv": 1, "2a": 2, "2b": 2, "3a": 2, "3b": 2}
 GRADER_FAULTS = ("could not be checked", "grader error", "Traceback")
@@ -89,8 +91,8 @@ def test_optional_part4_follows_the_kits_course_parts(tmp_path):
 
 
 def test_static_scan_forbids_the_attribution_libraries():
-    src = variants.reference_text().replace(
-        "        # BEGIN SOLUTION (Part 4c)\n", "        # BEGIN SOLUTION (Part 4c)\n        import captum.attr\n", 1)
+    begin = f"        # {SOLUTION_BEGIN} (Part 4c)\n"
+    src = variants.reference_text().replace(begin, begin + "        import captum.attr\n", 1)
     assert "attribution" in static.forbidden_uses(src)
     src = "from pytorch_grad_cam import GradCAM as G\n\n\nclass GradCAM(G):\n    pass\n"
     assert "attribution" in static.forbidden_uses(src)
@@ -520,7 +522,7 @@ def test_runner_source_holds_no_answer_and_compiles():
     src = items.runner_source(rubric.DISPLAY_ORDER)
     compile(src, "runners", "exec")
     for word in ("scaled_dot_product_attention(", "def expected", "def score", "reference_attention",
-                 "F.conv2d(", "BEGIN SOLUTION"):
+                 "F.conv2d(", SOLUTION_BEGIN):
         assert word not in src, word
     lib = open(os.path.join(shared.ROOT, "tools", "grading", "childlib.py")).read()
     assert ".softmax(" not in lib and "autograd.grad(" not in lib, "childlib carries no attention / attack answer"

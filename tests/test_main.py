@@ -555,11 +555,7 @@ def test_torchrun_two_processes_with_the_decoded_cache(tiny, tmp_path):
 
 
 @pytest.mark.slow  # torch.compile builds C++ kernels: about 3 minutes on 2 loaded cores
-def test_compile_trains_and_saves_a_plain_checkpoint(tiny, kit_cache, tmp_path, capsys, request):
-    from conftest import slow_tier_selected
-
-    if not slow_tier_selected(request.config):
-        pytest.skip("slow check (torch.compile, minutes): run with `python -m pytest -m slow`")
+def test_compile_trains_and_saves_a_plain_checkpoint(tiny, kit_cache, tmp_path, capsys):
     logs = str(tmp_path / "logs")
     code, out, err = run_cli([tiny, "--epochs", "1", "--log-dir", logs, "--compile", "--gpu-augment"] + FAST, capsys)
     assert code == 0, err

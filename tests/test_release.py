@@ -16,7 +16,7 @@ import zipfile
 
 import pytest
 
-from _staff import ROOT, TOOLS, reference_source, slow_selected  # noqa: F401 (slow_selected: a fixture)
+from _staff import ROOT, TOOLS, reference_source
 
 from release import files, grade, markers, verify  # noqa: E402
 from release import parts as course_parts  # noqa: E402
@@ -500,7 +500,7 @@ def test_bundle_grades_reference_full_and_release_zero_on_two_parts(built, tmp_p
 
 @pytest.mark.slow
 @pytest.mark.parametrize("ship", [[], ["--parts", "1,2,3,4", "--part4-points", "6"]], ids=["default", "with-part4"])
-def test_full_build_grades_reference_full_and_release_zero(tmp_path, slow_selected, ship):
+def test_full_build_grades_reference_full_and_release_zero(tmp_path, ship):
     proc = subprocess.run([sys.executable, os.path.join(TOOLS, "make_release.py"), str(tmp_path / "out")] + ship,
                           capture_output=True, text=True, timeout=3000, cwd=ROOT)
     assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"

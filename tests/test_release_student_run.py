@@ -16,7 +16,7 @@ import zipfile
 import pytest
 
 import custom_dataloader
-from _staff import ROOT, TOOLS, reference_source, slow_selected  # noqa: F401 (slow_selected: a fixture)
+from _staff import ROOT, TOOLS, reference_source
 
 import first_hour  # noqa: E402 (tools/ is on sys.path through _staff)
 
@@ -47,7 +47,7 @@ def run(rel, *cmd, timeout=900):
                           env=env, stdin=subprocess.DEVNULL)
 
 
-def test_self_check_of_the_filled_part(release, slow_selected):
+def test_self_check_of_the_filled_part(release):
     proc = run(release, "-m", "pytest", "tests", "--part", "1a", "-p", "no:cacheprovider")
     lines = proc.stdout.rstrip("\n").splitlines()
     assert proc.returncode == 0, proc.stdout[-3000:]
@@ -57,7 +57,7 @@ def test_self_check_of_the_filled_part(release, slow_selected):
     assert "failing checks" not in proc.stdout and "short test summary" not in proc.stdout
 
 
-def test_training_that_needs_only_the_filled_part_finishes(release, slow_selected):
+def test_training_that_needs_only_the_filled_part_finishes(release):
     data = str(release.parent / "data")
     common = ["--img-size", "32", "-b", "8", "-j", "0", "--epochs", "1", "--log-dir", str(release.parent / "logs")]
     proc = run(release, "main.py", data, "--use-simplenet", "--use-custom-conv", *common)
@@ -69,7 +69,7 @@ def test_training_that_needs_only_the_filled_part_finishes(release, slow_selecte
     assert "epoch 1/1" not in proc.stdout
 
 
-def test_zip_of_the_partial_work(release, slow_selected):
+def test_zip_of_the_partial_work(release):
     proc = run(release, "zip_submission.py", "--out", "submission.zip")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     path = release / "submission.zip"

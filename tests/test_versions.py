@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from grading_fixtures import versions as corpus
-from _staff import slow_selected  # noqa: F401 (a fixture; puts tools/ on sys.path)
+import _staff  # noqa: F401 (puts tools/ on sys.path)
 from grading.versions import PROFILES, adapters, astnorm, detect, detect_with_reasons, is_unchanged_stub
 from grading.versions import unchanged_components
 from grading.versions.stubs import simplenet_is_given
@@ -454,7 +454,7 @@ def test_vit_by_behaviour_full_marks_for_own_names(tmp_path):
                                                 ("2025", "attn_head_merge", 1.0),
                                                 ("2025", "vit_window_everywhere", None),
                                                 ("2024", "given_code_only_vit", 0.0)])
-def test_vit_by_behaviour(version, name, score, tmp_path, slow_selected):
+def test_vit_by_behaviour(version, name, score, tmp_path):
     text = corpus.correct_text(version) if name is None else corpus.mutant_text(version, name)
     e = _vit_entry(version, text, tmp_path)
     if score is None:
@@ -485,7 +485,7 @@ def test_course_pgd_and_saliency_full_marks(tmp_path):
     ("2024", "pgd_ascent", "descend"), ("2024", "pgd_argmax", "argmin"), ("2024", "pgd_clamp_normalized", "[0, 1]"),
     ("2025", "pgd_params_frozen", "requires_grad=False"), ("2025", "pgd_cuda_only", "CUDA-only"),
     ("2022-23", "explain_params_frozen", "requires_grad=False")])
-def test_course_pgd(version, name, says, tmp_path, slow_selected):
+def test_course_pgd(version, name, says, tmp_path):
     text = corpus.correct_text(version) if name is None else corpus.mutant_text(version, name)
     e = _pgd_entry(version, text, tmp_path)
     if says is None:

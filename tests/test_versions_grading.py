@@ -17,7 +17,7 @@ import os
 
 import pytest
 
-from _staff import slow_selected  # noqa: F401 (a fixture)
+import _staff  # noqa: F401 (puts tools/ on sys.path)
 from grading_fixtures import shared
 from grading_fixtures import versions as corpus
 
@@ -106,7 +106,7 @@ def _jobs():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("version", corpus.VERSIONS)
-def test_whole_corpus(version, tmp_path, slow_selected):
+def test_whole_corpus(version, tmp_path):
     profile = PROFILES[version]
     numbers = tuple(n for n in rubric.DISPLAY_ORDER if profile.item(n) is not None)
     jobs = [("correct", corpus.correct_text(version), None, numbers)]

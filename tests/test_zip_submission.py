@@ -189,17 +189,8 @@ def test_zip_is_what_the_grader_reads(kit, capsys, monkeypatch):
     assert submission.read_source(str(kit / "submission.zip")) == (kit / "student_code.py").read_bytes()
 
 
-@pytest.fixture
-def slow_selected(request):
-    """Slow staff checks run only when asked for with `-m slow`; a plain `pytest` skips them visibly."""
-    from conftest import slow_tier_selected
-
-    if not slow_tier_selected(request.config):
-        pytest.skip("slow staff check (about a minute): run with `python -m pytest -m slow`")
-
-
 @pytest.mark.slow
-def test_zip_is_graded_full_marks(kit, capsys, slow_selected):
+def test_zip_is_graded_full_marks(kit, capsys):
     """The zip of the reference, graded by tools/autograde.py: full marks on every item."""
     assert run(kit, "--out", str(kit / "submission.zip")) == 0
     results = grade.run_autograde(os.path.join(TOOLS, "autograde.py"), str(kit / "submission.zip"), kit=ROOT)

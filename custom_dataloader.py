@@ -12,10 +12,12 @@ On-disk layout (MiniPlaces, and the synthetic set alike)::
 :class:`DatasetError` with one message naming the file (and line).
 
 :func:`ensure_synthetic_dataset` builds (once, cached) a deterministic synthetic
-dataset in the same layout: 128x128 JPEGs of 10+ pattern classes (stripes,
-checkerboards, rings, discs, polygons, ...) whose foreground/background colours
-are drawn from one distribution for every class, so only shape and texture tell
-the classes apart.  Build it from the command line with::
+dataset in the same layout: 128x128 JPEG scenes of one object each, 10 (up to 13)
+classes of outline (disc, square, triangle, plus, star, crescent, ring, arrow, L, T,
+...), at varied position and scale, stretched and rotated, plain or textured, on
+cluttered backgrounds, partly occluded, blurred and noised.  Colours, textures,
+clutter and noise are drawn from one distribution for every class, so only the
+object's shape tells the classes apart.  Build it from the command line with::
 
     python custom_dataloader.py [ROOT] [--seed 0]
 
@@ -235,13 +237,13 @@ def worker_init_fn(worker_id):
 
 # ============================================================================ synthetic data
 #: Bump when the generator's output changes; it is part of the cache key.
-SYNTHETIC_VERSION = 2
+SYNTHETIC_VERSION = 3
 _MARKER = ".synthetic_dataset.json"
 
-#: Class names in label order; ``num_classes`` takes the first ones.
+#: Class names in label order; ``num_classes`` takes the first ones.  A class is an object's outline.
 SYNTHETIC_CLASSES = (
-    "horizontal_stripes", "vertical_stripes", "diagonal_stripes", "checkerboard", "concentric_rings",
-    "discs", "squares", "triangles", "crosses", "dot_grid", "wavy_stripes", "grid_lines", "circle_outlines",
+    "disc", "square", "triangle", "plus", "star", "crescent", "ring", "arrow", "ell", "tee",
+    "hexagon", "heart", "diamond",
 )
 
 
@@ -266,61 +268,131 @@ def _soft_square_wave(u, period, duty, phase):
     return np.clip(0.5 + np.where(t < duty, d_in, d_out), 0.0, 1.0)
 
 
-def _stripes(rng, y, x, s, base_angle, jitter):
-    angle = base_angle + rng.uniform(-jitter, jitter)
-    u, _ = _rotated(y, x, angle)
-    return _soft_square_wave(u, rng.uniform(8, 22) * s, rng.uniform(0.35, 0.65), rng.uniform())
+# ---------------------------------------------------------------- surface textures (shared by every class)
+# Each maps (rng, y, x, s) -> a (S, S) float mask in [0, 1]; s = pattern scale (1 at 128 px).
+def _texture_plain(rng, y, x, s):
+    return np.zeros_like(y)
 
 
-def _mask_horizontal_stripes(rng, y, x, s):
-    return _stripes(rng, y, x, s, 90.0, 15.0)
+def _texture_stripes(rng, y, x, s):
+    u, _ = _rotated(y, x, rng.uniform(0, 180))
+    return _soft_square_wave(u, rng.uniform(8, 20) * s, rng.uniform(0.35, 0.65), rng.uniform())
 
 
-def _mask_vertical_stripes(rng, y, x, s):
-    return _stripes(rng, y, x, s, 0.0, 15.0)
-
-
-def _mask_diagonal_stripes(rng, y, x, s):
-    return _stripes(rng, y, x, s, rng.choice([45.0, 135.0]), 10.0)
-
-
-def _mask_checkerboard(rng, y, x, s):
-    u, v = _rotated(y, x, rng.uniform(-25, 25))
-    cell = rng.uniform(8, 22) * s
+def _texture_checks(rng, y, x, s):
+    u, v = _rotated(y, x, rng.uniform(0, 90))
+    cell = rng.uniform(6, 14) * s
     a = _soft_square_wave(u, 2 * cell, 0.5, rng.uniform())
     b = _soft_square_wave(v, 2 * cell, 0.5, rng.uniform())
     return a + b - 2 * a * b  # soft xor
 
 
-def _mask_concentric_rings(rng, y, x, s):
-    span = y.shape[0] * 0.4
-    cy, cx = rng.uniform(-span, span, size=2)
-    r = np.sqrt((y - cy) ** 2 + (x - cx) ** 2)
-    return _soft_square_wave(r, rng.uniform(9, 20) * s, rng.uniform(0.35, 0.65), rng.uniform())
-
-
-def _mask_wavy_stripes(rng, y, x, s):
-    u, v = _rotated(y, x, rng.uniform(0, 180))
-    wobble = rng.uniform(3, 7) * s * np.sin(2 * np.pi * v / (rng.uniform(22, 45) * s) + rng.uniform(0, 2 * np.pi))
-    return _soft_square_wave(u + wobble, rng.uniform(10, 22) * s, rng.uniform(0.35, 0.65), rng.uniform())
-
-
-def _mask_grid_lines(rng, y, x, s):
-    u, v = _rotated(y, x, rng.uniform(-25, 25))
-    period = rng.uniform(10, 24) * s
-    duty = rng.uniform(2.5, 5.0) * s / period
-    a = _soft_square_wave(u, period, duty, rng.uniform())
-    b = _soft_square_wave(v, period, duty, rng.uniform())
-    return a + b - a * b  # soft or
-
-
-def _mask_dot_grid(rng, y, x, s):
+def _texture_dots(rng, y, x, s):
     u, v = _rotated(y, x, rng.uniform(0, 90))
-    spacing = rng.uniform(14, 24) * s
-    radius = rng.uniform(0.14, 0.24) * spacing
+    spacing = rng.uniform(10, 20) * s
+    radius = rng.uniform(0.15, 0.3) * spacing
     du = (np.mod(u / spacing + rng.uniform(), 1.0) - 0.5) * spacing
     dv = (np.mod(v / spacing + rng.uniform(), 1.0) - 0.5) * spacing
     return np.clip(0.5 + radius - np.sqrt(du * du + dv * dv), 0.0, 1.0)
+
+
+def _texture_waves(rng, y, x, s):
+    u, v = _rotated(y, x, rng.uniform(0, 180))
+    wobble = rng.uniform(2, 6) * s * np.sin(2 * np.pi * v / (rng.uniform(20, 40) * s) + rng.uniform(0, 2 * np.pi))
+    return _soft_square_wave(u + wobble, rng.uniform(8, 20) * s, rng.uniform(0.35, 0.65), rng.uniform())
+
+
+def _texture_mottled(rng, y, x, s):
+    return np.clip(0.5 + 0.6 * _smooth_noise(rng, y.shape[0], 1, octaves=(8, 16, 32))[..., 0], 0.0, 1.0)
+
+
+_TEXTURES = (_texture_plain, _texture_stripes, _texture_checks, _texture_dots, _texture_waves, _texture_mottled)
+
+
+# ---------------------------------------------------------------- outlines (the classes)
+# Each maps rng -> (add, cut): lists of polygons in unit coordinates (object radius 1, y down); the
+# silhouette is the union of `add` minus the union of `cut`.
+def _circle(r=1.0, cx=0.0, cy=0.0, n=48):
+    t = np.linspace(0.0, 2 * np.pi, n, endpoint=False)
+    return np.stack([cx + r * np.cos(t), cy + r * np.sin(t)], axis=1)
+
+
+def _box(x0, y0, x1, y1):
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float64)
+
+
+def _outline_disc(rng):
+    return [_circle()], []
+
+
+def _outline_square(rng):
+    return [_box(-0.82, -0.82, 0.82, 0.82)], []
+
+
+def _outline_triangle(rng):
+    return [_regular_polygon(0.0, 0.2, 1.15, 3, -90.0)], []
+
+
+def _outline_plus(rng):
+    w = rng.uniform(0.22, 0.36)
+    return [_box(-1, -w, 1, w), _box(-w, -1, w, 1)], []
+
+
+def _outline_star(rng):
+    t = np.deg2rad(-90.0) + np.pi * np.arange(10) / 5
+    r = np.where(np.arange(10) % 2 == 0, 1.1, 1.1 * rng.uniform(0.38, 0.55))
+    return [np.stack([r * np.cos(t), r * np.sin(t)], axis=1)], []
+
+
+def _outline_crescent(rng):
+    a = rng.uniform(0, 2 * np.pi)
+    d = rng.uniform(0.4, 0.6)
+    return [_circle()], [_circle(rng.uniform(0.8, 0.95), d * np.cos(a), d * np.sin(a))]
+
+
+def _outline_ring(rng):
+    return [_circle()], [_circle(rng.uniform(0.42, 0.62))]
+
+
+def _outline_arrow(rng):
+    w, h, neck = rng.uniform(0.18, 0.3), rng.uniform(0.6, 0.85), rng.uniform(-0.1, 0.25)
+    shaft = _box(-1.0, -w, neck + 0.05, w)
+    head = np.array([[neck, -h], [1.05, 0.0], [neck, h]])
+    sign = rng.choice([-1.0, 1.0])  # pointing left or right
+    return [p * [sign, 1.0] for p in (shaft, head)], []
+
+
+def _outline_ell(rng):
+    t = rng.uniform(0.28, 0.4)
+    return [_box(-0.8, -1.0, -0.8 + 2 * t, 1.0), _box(-0.8, 1.0 - 2 * t, 0.85, 1.0)], []
+
+
+def _outline_tee(rng):
+    t = rng.uniform(0.25, 0.36)
+    return [_box(-0.95, -1.0, 0.95, -1.0 + 2 * t), _box(-t, -1.0, t, 1.0)], []
+
+
+def _outline_hexagon(rng):
+    return [_regular_polygon(0.0, 0.0, 1.0, 6, rng.choice([0.0, 30.0]))], []
+
+
+def _outline_heart(rng):
+    t = np.linspace(0.0, 2 * np.pi, 64, endpoint=False)
+    x = 16 * np.sin(t) ** 3
+    y = -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t))
+    return [np.stack([x, y + 2.5], axis=1) / 16.0], []
+
+
+def _outline_diamond(rng):
+    return [np.array([[0.0, -1.1], [0.7, 0.0], [0.0, 1.1], [-0.7, 0.0]])], []
+
+
+_OUTLINES = {
+    "disc": _outline_disc, "square": _outline_square, "triangle": _outline_triangle, "plus": _outline_plus,
+    "star": _outline_star, "crescent": _outline_crescent, "ring": _outline_ring, "arrow": _outline_arrow,
+    "ell": _outline_ell, "tee": _outline_tee, "hexagon": _outline_hexagon, "heart": _outline_heart,
+    "diamond": _outline_diamond,
+}
 
 
 _SUB = 4  # cv2 drawing with 2 fractional bits of sub-pixel precision
@@ -339,120 +411,115 @@ def _regular_polygon(cx, cy, radius, n_vertices, angle_deg):
     return np.stack([cx + radius * np.cos(a), cy + radius * np.sin(a)], axis=1)
 
 
-def _centres(rng, size, count, margin):
-    return rng.uniform(margin, size - margin, size=(count, 2))
-
-
-def _mask_discs(rng, y, x, s):
-    size = y.shape[0]
-    mask = np.zeros((size, size), np.uint8)
-    for cx, cy in _centres(rng, size, rng.integers(2, 7), 10 * s):
-        r = rng.uniform(10, 22) * s
-        cv2.circle(mask, (int(round(cx * _SUB)), int(round(cy * _SUB))), int(round(r * _SUB)), 255,
-                   thickness=-1, lineType=cv2.LINE_AA, shift=2)
-    return mask.astype(np.float32) / 255.0
-
-
-def _mask_squares(rng, y, x, s):
-    size = y.shape[0]
-    # roughly axis-aligned (vertices at 45 +- 12 degrees): horizontal and vertical edges
-    polys = [_regular_polygon(cx, cy, rng.uniform(13, 26) * s, 4, 45 + rng.uniform(-12, 12))
-             for cx, cy in _centres(rng, size, rng.integers(2, 6), 10 * s)]
-    return _poly_mask(size, polys)
-
-
-def _mask_triangles(rng, y, x, s):
-    size = y.shape[0]
-    polys = []
-    for cx, cy in _centres(rng, size, rng.integers(2, 6), 10 * s):
-        # apex up or down (+- 12 degrees): a horizontal base and two 60-degree sides
-        tri = _regular_polygon(cx, cy, rng.uniform(14, 28) * s, 3, rng.choice([-90.0, 90.0]) + rng.uniform(-12, 12))
-        polys.append(tri + rng.normal(0, 1.5 * s, size=tri.shape))
-    return _poly_mask(size, polys)
-
-
-def _mask_crosses(rng, y, x, s):
-    size = y.shape[0]
-    bars = []
-    for cx, cy in _centres(rng, size, rng.integers(1, 5), 14 * s):
-        arm, half_w = rng.uniform(14, 26) * s, rng.uniform(3, 6) * s
-        angle = np.deg2rad(45 + rng.uniform(-12, 12))  # diagonal crosses (X shapes)
-        c, si = np.cos(angle), np.sin(angle)
-        for (a, b) in ((arm, half_w), (half_w, arm)):
-            corners = np.array([[-a, -b], [a, -b], [a, b], [-a, b]])
-            bars.append(corners @ np.array([[c, si], [-si, c]]) + [cx, cy])
-    return _poly_mask(size, bars)
-
-
-def _mask_circle_outlines(rng, y, x, s):
-    size = y.shape[0]
-    mask = np.zeros((size, size), np.uint8)
-    for cx, cy in _centres(rng, size, rng.integers(2, 6), 10 * s):
-        r = rng.uniform(10, 22) * s
-        cv2.circle(mask, (int(round(cx * _SUB)), int(round(cy * _SUB))), int(round(r * _SUB)), 255,
-                   thickness=max(2, int(round(rng.uniform(3, 6) * s))), lineType=cv2.LINE_AA, shift=2)
-    return mask.astype(np.float32) / 255.0
-
-
-_MASKS = {
-    "horizontal_stripes": _mask_horizontal_stripes,
-    "vertical_stripes": _mask_vertical_stripes,
-    "diagonal_stripes": _mask_diagonal_stripes,
-    "checkerboard": _mask_checkerboard,
-    "concentric_rings": _mask_concentric_rings,
-    "discs": _mask_discs,
-    "squares": _mask_squares,
-    "triangles": _mask_triangles,
-    "crosses": _mask_crosses,
-    "dot_grid": _mask_dot_grid,
-    "wavy_stripes": _mask_wavy_stripes,
-    "grid_lines": _mask_grid_lines,
-    "circle_outlines": _mask_circle_outlines,
-}
-
-
-def _random_colour_pair(rng):
-    """Foreground and background RGB, iid uniform in the RGB cube, at least 70 apart."""
+def _random_colours(rng):
+    """The scene's colours ``(base, fg, bg)``, each ``(3,)``: the background's mean colour and the object's
+    two; iid uniform in the RGB cube, the object's two at least 70 apart and its main colour ``bg`` at
+    least 80 from the background's (an object one can see)."""
     while True:
-        fg, bg = rng.uniform(0, 255, size=(2, 3)).astype(np.float32)
-        if np.linalg.norm(fg - bg) >= 70.0:
-            return fg, bg
+        base, fg, bg = rng.uniform(0, 255, size=(3, 3)).astype(np.float32)
+        if np.linalg.norm(fg - bg) >= 70.0 and np.linalg.norm(bg - base) >= 80.0:
+            return base, fg, bg
+
+
+def _smooth_noise(rng, size, channels, octaves=(2, 4, 8, 16, 32)):
+    """Band-limited noise with a roughly 1/f spectrum (natural-image statistics) -> ``(S, S, channels)``,
+    about unit standard deviation: random grids of ``k x k`` values, bicubically upsampled and summed
+    with weights ``1/k``."""
+    out = np.zeros((size, size, channels), np.float32)
+    for k in octaves:
+        if k > size:
+            break
+        grid = rng.standard_normal(size=(k, k, channels), dtype=np.float32) * np.float32(2.0 / k)
+        out += cv2.resize(grid, (size, size), interpolation=cv2.INTER_CUBIC).reshape(size, size, channels)
+    return out
+
+
+def _blob_polygon(rng, cx, cy, radius, bumps=0.12, n=48):
+    """A star-convex blob around ``(cx, cy)``: radius ``r(t) = radius * (1 + sum_k a_k cos(k t + p_k))``,
+    ``k = 2..4`` -> ``(n, 2)`` vertices ``(x, y)``."""
+    t = np.linspace(0.0, 2 * np.pi, n, endpoint=False)
+    r = np.ones_like(t)
+    for k in (2, 3, 4):
+        r += rng.uniform(0, bumps) * np.cos(k * t + rng.uniform(0, 2 * np.pi))
+    return np.stack([cx + radius * r * np.cos(t), cy + radius * r * np.sin(t)], axis=1)
+
+
+def _background(rng, size, s, base):
+    """A cluttered scene without the object -> ``(S, S, 3)`` float32: a 1/f colour field around the
+    colour ``base`` ``(3,)``, then 2-6 clutter items (blobs, irregular polygons, strokes) in colours of
+    their own, all smaller than objects."""
+    img = base + _smooth_noise(rng, size, 3) * np.float32(rng.uniform(15, 45))
+    for _ in range(rng.integers(2, 7)):
+        colour = tuple(float(c) for c in rng.uniform(0, 255, size=3))
+        kind = rng.integers(3)
+        cx, cy = rng.uniform(0, size, size=2)
+        if kind == 0:
+            poly = _blob_polygon(rng, cx, cy, rng.uniform(3, 12) * s, bumps=0.3, n=24)
+        elif kind == 1:
+            poly = _regular_polygon(cx, cy, rng.uniform(3, 12) * s, int(rng.integers(3, 7)), rng.uniform(0, 360))
+            poly = poly + rng.normal(0, 3 * s, size=poly.shape)
+        else:
+            p = np.round(np.append([cx, cy], rng.uniform(0, size, size=2)) * _SUB).astype(int)
+            cv2.line(img, (int(p[0]), int(p[1])), (int(p[2]), int(p[3])), colour,
+                     thickness=max(1, int(round(rng.uniform(1, 4) * s))), lineType=cv2.LINE_AA, shift=2)
+            continue
+        cv2.fillPoly(img, [np.round(poly * _SUB).astype(np.int32)], colour, lineType=cv2.LINE_AA, shift=2)
+    return img
+
+
+def _silhouette(rng, class_name, size, cx, cy, radius):
+    """The object's mask ``(S, S)`` in [0, 1]: the class outline, stretched (aspect 0.8-1.25), rotated
+    (+-20 degrees), its vertices jittered, scaled to ``radius`` and centred on ``(cx, cy)``."""
+    add, cut = _OUTLINES[class_name](rng)
+    aspect = np.exp(rng.uniform(-0.22, 0.22))
+    a = np.deg2rad(rng.uniform(-20, 20))
+    rot = np.array([[np.cos(a), np.sin(a)], [-np.sin(a), np.cos(a)]])
+    place = [[(np.asarray(p) * [aspect, 1 / aspect]) @ rot * radius + [cx, cy]
+              + rng.normal(0, 0.02 * radius, size=np.shape(p)) for p in polys] for polys in (add, cut)]
+    mask = _poly_mask(size, place[0])
+    return mask * (1.0 - _poly_mask(size, place[1])) if place[1] else mask
 
 
 def render_synthetic_image(rng, class_name, image_size=128):
     """Draw one synthetic image of ``class_name`` -> ``(S, S, 3)`` uint8 RGB.
 
-    The pattern's geometry, its two colours and their contrast, a faint smooth
-    background texture, distractor strokes and blobs, blur and pixel noise are
-    all drawn from ``rng`` (``np.random.Generator``), from the same
-    distributions for every class: only the pattern's shape carries the label.
+    A scene, not a texture: one object whose outline is the class (disc, square, star, arrow, ...) at a
+    random position and scale (about 45-90% of the image wide), stretched and rotated a little, on a
+    cluttered background (1/f colour noise, small blobs, polygons, strokes); its surface is plain or
+    carries a texture (stripes, checks, dots, waves, mottling) in two colours, lit by a random gradient;
+    an occluder may bite into it; then blur and pixel noise.  Everything is drawn from ``rng``
+    (``np.random.Generator``) from the same distributions for every class (geometry, colours, clutter,
+    occlusion, blur, noise), except that half the objects wear their class's usual texture (every
+    texture is usual for two or three classes): the outline carries the label, the texture hints at it.
     """
     size = int(image_size)
     s = size / 128.0
+    base, fg, bg = _random_colours(rng)
+    img = _background(rng, size, s, base)
+    radius = rng.uniform(0.3, 0.45) * size
+    cx, cy = size / 2 + rng.uniform(-0.12, 0.12, size=2) * size
+    silhouette = _silhouette(rng, class_name, size, cx, cy, radius)
     y, x = _coords(size)
-    mask = _MASKS[class_name](rng, y, x, s).astype(np.float32)
-    fg, bg = _random_colour_pair(rng)
-    strength = rng.uniform(0.45, 1.0)
-    img = bg + (strength * mask)[..., None] * (fg - bg)
-    # faint low-frequency texture, per channel: random 4x4 DCT coefficients
-    basis = np.cos(np.pi * np.outer(np.arange(size) + 0.5, np.arange(4)) / size).astype(np.float32)
-    coeffs = rng.standard_normal(size=(3, 4, 4), dtype=np.float32) * np.float32(rng.uniform(0, 12))
-    img += (basis @ coeffs @ basis.T).transpose(1, 2, 0)
-    # distractors in other colours: thin strokes and small blobs
-    for _ in range(rng.integers(0, 4)):
-        p = np.round(rng.uniform(0, size, size=4) * _SUB).astype(int)
-        colour = tuple(float(c) for c in rng.uniform(0, 255, size=3))
-        cv2.line(img, (int(p[0]), int(p[1])), (int(p[2]), int(p[3])), colour,
-                 thickness=1, lineType=cv2.LINE_AA, shift=2)
+    # the surface: half the time the class's usual texture (as grass tends to be green), else any texture
+    usual = 1 + SYNTHETIC_CLASSES.index(class_name) % (len(_TEXTURES) - 1)
+    kind = usual if rng.random() < 0.5 else rng.integers(len(_TEXTURES))
+    texture = _TEXTURES[kind](rng, y, x, s * rng.uniform(0.8, 1.2))
+    surface = bg + (rng.uniform(0.5, 1.0) * texture)[..., None] * (fg - bg)
+    u, _ = _rotated(y, x, rng.uniform(0, 360))
+    surface *= (1.0 + np.float32(rng.uniform(0, 0.35)) * u / size)[..., None]  # light from one side
+    alpha = silhouette[..., None]
+    img = img * (1 - alpha) + surface * alpha
+    # occluders in front of the object: each bites into its outline
     for _ in range(rng.integers(0, 2)):
-        centre = tuple(int(v) for v in np.round(rng.uniform(0, size, size=2) * _SUB))
-        axes = tuple(int(v) for v in np.round(rng.uniform(2, 5, size=2) * s * _SUB))
-        colour = tuple(float(c) for c in rng.uniform(0, 255, size=3))
-        cv2.ellipse(img, centre, axes, float(rng.uniform(0, 180)), 0.0, 360.0, colour,
-                    thickness=-1, lineType=cv2.LINE_AA, shift=2)
-    img = cv2.GaussianBlur(img, (0, 0), sigmaX=float(rng.uniform(0.3, 1.1) * s))
-    # pixel noise: uniform, standard deviation 3..18 levels (cheaper than Gaussian)
-    sigma = rng.uniform(3, 18)
+        ang, dist = rng.uniform(0, 2 * np.pi), radius * rng.uniform(0.95, 1.3)
+        occ = _blob_polygon(rng, cx + dist * np.cos(ang), cy + dist * np.sin(ang), radius * rng.uniform(0.25, 0.4),
+                            bumps=0.25, n=24)
+        o = _poly_mask(size, [occ])[..., None]
+        colour = rng.uniform(0, 255, size=3).astype(np.float32)
+        img = img * (1 - o) + (colour + _smooth_noise(rng, size, 1, octaves=(8, 16)) * np.float32(rng.uniform(5, 25))) * o
+    img = cv2.GaussianBlur(img, (0, 0), sigmaX=float(rng.uniform(0.3, 1.0) * s))
+    # sensor noise: uniform, standard deviation 3..15 levels (cheaper than Gaussian)
+    sigma = rng.uniform(3, 15)
     img += (rng.random(size=img.shape, dtype=np.float32) - np.float32(0.5)) * np.float32(sigma * 12 ** 0.5)
     np.clip(img, 0, 255, out=img)
     return np.rint(img, out=img).astype(np.uint8)

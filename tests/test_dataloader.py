@@ -49,9 +49,9 @@ def test_layout(tiny):
     assert counts == {"train": k * TINY["train_per_class"], "val": k * TINY["val_per_class"],
                       "test": k * TINY["test_per_class"]}, counts
     first_train = (tiny / "train.txt").read_text().split("\n")[0]
-    assert first_train == "train/horizontal_stripes/00000001.jpg 0", first_train
+    assert first_train == "train/disc/00000001.jpg 0", first_train
     assert (tiny / "test.txt").read_text().split("\n")[0] == "test/00000001.jpg"
-    assert (tiny / "categories.txt").read_text().split("\n")[0] == "/h/horizontal_stripes 0"
+    assert (tiny / "categories.txt").read_text().split("\n")[0] == "/d/disc 0"
 
 
 @pytest.mark.parametrize("split", ["train", "val", "test"])
@@ -157,11 +157,11 @@ def test_empty_list(tiny):
 
 
 @pytest.mark.parametrize("split,line_no,text,expect", [
-    ("train", 2, "train/horizontal_stripes/00000002.jpg", "malformed line"),
+    ("train", 2, "train/disc/00000002.jpg", "malformed line"),
     ("val", 3, "val/00000003.jpg 1 extra", "malformed line"),
-    ("train", 4, "train/horizontal_stripes/00000004.jpg zero", "is not an integer"),
+    ("train", 4, "train/disc/00000004.jpg zero", "is not an integer"),
     ("val", 1, "val/00000001.jpg 1.5", "is not an integer"),
-    ("train", 5, "train/vertical_stripes/00000001.jpg -1", "negative label -1"),
+    ("train", 5, "train/square/00000001.jpg -1", "negative label -1"),
     ("test", 2, "test/00000002.jpg a b", "malformed line"),
 ])
 def test_malformed_lines(tiny, split, line_no, text, expect):
@@ -180,7 +180,7 @@ def test_label_out_of_range_vs_train_classes(tiny):
 
 def test_label_out_of_range_vs_categories(tiny):
     path = tiny / "train.txt"
-    _set_line(path, 6, "train/vertical_stripes/00000002.jpg 7")
+    _set_line(path, 6, "train/square/00000002.jpg 7")
     _raises([f"{path}:6", "label 7 out of range [0, 3)", "categories.txt"], tiny)
 
 

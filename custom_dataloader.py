@@ -484,13 +484,14 @@ def render_synthetic_image(rng, class_name, image_size=128):
     """Draw one synthetic image of ``class_name`` -> ``(S, S, 3)`` uint8 RGB.
 
     A scene, not a texture: one object whose outline is the class (disc, square, star, arrow, ...) at a
-    random position and scale (about 45-90% of the image wide), stretched and rotated a little, on a
+    random position and scale (about 60-90% of the image wide), stretched and rotated a little, on a
     cluttered background (1/f colour noise, small blobs, polygons, strokes); its surface is plain or
     carries a texture (stripes, checks, dots, waves, mottling) in two colours, lit by a random gradient;
     an occluder may bite into it; then blur and pixel noise.  Everything is drawn from ``rng``
     (``np.random.Generator``) from the same distributions for every class (geometry, colours, clutter,
-    occlusion, blur, noise), except that half the objects wear their class's usual texture (every
-    texture is usual for two or three classes): the outline carries the label, the texture hints at it.
+    occlusion, blur, noise), except that three objects in four wear their class's usual texture (each
+    texture is usual for two or three classes, e.g. disc and crescent): the texture narrows the choice
+    down, the outline decides.
     """
     size = int(image_size)
     s = size / 128.0
@@ -500,9 +501,9 @@ def render_synthetic_image(rng, class_name, image_size=128):
     cx, cy = size / 2 + rng.uniform(-0.12, 0.12, size=2) * size
     silhouette = _silhouette(rng, class_name, size, cx, cy, radius)
     y, x = _coords(size)
-    # the surface: half the time the class's usual texture (as grass tends to be green), else any texture
+    # the surface: mostly the class's usual texture (as grass tends to be green), else any texture
     usual = 1 + SYNTHETIC_CLASSES.index(class_name) % (len(_TEXTURES) - 1)
-    kind = usual if rng.random() < 0.5 else rng.integers(len(_TEXTURES))
+    kind = usual if rng.random() < 0.75 else rng.integers(len(_TEXTURES))
     texture = _TEXTURES[kind](rng, y, x, s * rng.uniform(0.8, 1.2))
     surface = bg + (rng.uniform(0.5, 1.0) * texture)[..., None] * (fg - bg)
     u, _ = _rotated(y, x, rng.uniform(0, 360))

@@ -35,7 +35,7 @@ import reports
 import robustness
 import explain
 
-EMBEDDED_EPOCHS = 16  # the demo's budget on the embedded dataset (about 3.5 minutes on 2 CPU cores)
+EMBEDDED_EPOCHS = 16  # the demo's budget on the embedded dataset (about 1.5 minutes on 2 idle CPU cores)
 EMBEDDED_IMG_SIZE = 64  # the demo trains on 64x64 crops of the 128x128 synthetic images
 RESNET18_FILE = "resnet18-f37072fd.pth"  # torchvision's ImageNet weights (ResNet18_Weights.IMAGENET1K_V1)
 RESNET18_URL = "https://download.pytorch.org/models/" + RESNET18_FILE

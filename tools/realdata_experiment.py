@@ -2,7 +2,7 @@
 
     python tools/realdata_experiment.py [--data DIR] [--only NAME ...] [--epochs 6] [--img-size 128]
     python tools/realdata_experiment.py --data ~/.cache/miniplaces_kit/synthetic --epochs 16 --img-size 64 \
-        --command='-b 64 --lr 0.1 --warmup 1 --gpu -1' --only reference old_reference   # the demo's recipe
+        --command='-b 64 --lr 0.1 --warmup 1 --gpu -1' --only reference old_reference plain_bn_cnn  # the demo's recipe
 
 Every variant is the runner's own command, `main.py DATA --epochs 6 -b 32 --lr 0.05 --warmup 1 --gpu -1`
 (plus the variant's flags), run in a child process on a small real-image set: the 10-class digit scans of
@@ -179,6 +179,14 @@ EPOCH_RE = re.compile(r"epoch (\d+)/(\d+): train loss [\d.]+ acc@1 ([\d.]+) .*va
 RUN_RE = re.compile(r"run folder: (\S+)")
 
 
+def run_child(name, data, epochs, img_size, command, log_dir, timeout=None):
+    """Run variant `name` in a child process -> `(completed process, [(train top-1, val top-1) per epoch])`."""
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", name, "--data", data,
+                          "--epochs", str(epochs), "--img-size", str(img_size), f"--command={command}",
+                          "--log-dir", log_dir], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return out, [(float(m.group(3)), float(m.group(4))) for m in EPOCH_RE.finditer(out.stdout)]
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=None, help="MiniPlaces-layout folder (default: digit scans in a temp dir)")
@@ -203,12 +211,8 @@ def main():
     print("|---|---|---|---|---|---|---|")
     for name in args.only or VARIANTS:
         t0 = time.time()
-        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", name, "--data", data,
-                              "--epochs", str(args.epochs), "--img-size", str(args.img_size), f"--command={args.command}",
-                              "--log-dir", os.path.join(tmp, "logs")],
-                             cwd=ROOT, capture_output=True, text=True)
+        out, epochs = run_child(name, data, args.epochs, args.img_size, args.command, os.path.join(tmp, "logs"))
         wall = time.time() - t0
-        epochs = [(float(m.group(3)), float(m.group(4))) for m in EPOCH_RE.finditer(out.stdout)]
         if out.returncode != 0 or not epochs:
             print(f"| {name} | failed (exit {out.returncode}): {out.stderr.strip().splitlines()[-1:]} |", flush=True)
             continue

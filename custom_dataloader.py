@@ -237,7 +237,7 @@ def worker_init_fn(worker_id):
 
 # ============================================================================ synthetic data
 #: Bump when the generator's output changes; it is part of the cache key.
-SYNTHETIC_VERSION = 3
+SYNTHETIC_VERSION = 4
 _MARKER = ".synthetic_dataset.json"
 
 #: Class names in label order; ``num_classes`` takes the first ones.  A class is an object's outline.

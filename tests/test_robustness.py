@@ -203,7 +203,7 @@ def test_transfer_numbers_are_consistent(trained, tmp_path, capsys):
     assert "transfer default_cnn -> simplenet" in out and abs(t["target_adv_top1"] - final(out)) <= 1e-3
 
     white_out, _ = run([root, "-a", "--resume", ckpts["cnn"], "--log-dir", logs] + FAST, capsys)
-    assert abs(t["source_adv_top1"] - final(white_out)) <= 1e-6, (t, final(white_out))
+    assert abs(t["source_adv_top1"] - final(white_out)) <= 1e-3, (t, final(white_out))  # printed to 3 decimals
     assert abs(t["source_clean_top1"] - clean_line(white_out)) <= 1e-3, t
     eval_out, _ = run([root, "-e", "--resume", ckpts["simplenet"], "--log-dir", logs] + SIMPLENET, capsys)
     assert abs(t["target_clean_top1"] - final(eval_out)) <= 1e-3, (t, final(eval_out))

@@ -510,14 +510,15 @@ def render_synthetic_image(rng, class_name, image_size=128):
     surface *= (1.0 + np.float32(rng.uniform(0, 0.35)) * u / size)[..., None]  # light from one side
     alpha = silhouette[..., None]
     img = img * (1 - alpha) + surface * alpha
-    # occluders in front of the object: each bites into its outline
+    # half the time an occluder in front of the object bites into its outline
     for _ in range(rng.integers(0, 2)):
         ang, dist = rng.uniform(0, 2 * np.pi), radius * rng.uniform(0.95, 1.3)
         occ = _blob_polygon(rng, cx + dist * np.cos(ang), cy + dist * np.sin(ang), radius * rng.uniform(0.25, 0.4),
                             bumps=0.25, n=24)
         o = _poly_mask(size, [occ])[..., None]
         colour = rng.uniform(0, 255, size=3).astype(np.float32)
-        img = img * (1 - o) + (colour + _smooth_noise(rng, size, 1, octaves=(8, 16)) * np.float32(rng.uniform(5, 25))) * o
+        paint = colour + _smooth_noise(rng, size, 1, octaves=(8, 16)) * np.float32(rng.uniform(5, 25))
+        img = img * (1 - o) + paint * o
     img = cv2.GaussianBlur(img, (0, 0), sigmaX=float(rng.uniform(0.3, 1.0) * s))
     # sensor noise: uniform, standard deviation 3..15 levels (cheaper than Gaussian)
     sigma = rng.uniform(3, 15)

@@ -10,7 +10,8 @@ dataset, built from scratch, and checks the same ordering:
 - the plain BN CNN, which learns real images about as well as the reference (93 vs 95), ends within 10
   points of it: the set does not punish a design that works on real images.
 
-Slow (three 16-epoch trainings, about 5 minutes on 2 idle cores): `python -m pytest -m slow tests/test_embedded_dataset.py`.
+Slow (three 16-epoch trainings, about 5 minutes on 2 idle cores):
+    python -m pytest -m slow tests/test_embedded_dataset.py
 Measured figures are in README ("Does the embedded dataset predict real images?").
 """
 import os
@@ -44,6 +45,7 @@ def test_embedded_dataset_ranks_designs_as_real_images_do(tmp_path):
     shown = "; ".join(f"{n}: {', '.join(f'{v:.1f}' for v in c)}" for n, c in curves.items())
     assert ref >= 40.0, f"the reference ends at {ref:.1f}% top-1 (< 40%): {shown}"
     assert old <= ref - 15.0, (
-        f"the previous (zero-init) reference ends at {old:.1f}%, not 15 points below the reference's {ref:.1f}%: {shown}")
+        f"the previous (zero-init) reference ends at {old:.1f}%, not 15 points below the reference's "
+        f"{ref:.1f}%: {shown}")
     assert plain >= ref - 10.0, (
         f"the plain BN CNN ends at {plain:.1f}%, more than 10 points below the reference's {ref:.1f}%: {shown}")

@@ -282,7 +282,7 @@ def plot_sweep(kind, rows, title):
     from matplotlib.figure import Figure
 
     xs = [r[kind] for r in rows]
-    fig = Figure(figsize=(6, 4), dpi=100)
+    fig = Figure(figsize=(6, 4.6), dpi=100)
     ax = fig.add_subplot(1, 1, 1)
     ax.plot(xs, [r["adv_top1"] for r in rows], "o-", label="top-1 accuracy")
     ax.plot(xs, [r["adv_top5"] for r in rows], "s-", label="top-5 accuracy")
@@ -292,7 +292,8 @@ def plot_sweep(kind, rows, title):
     ax.set_ylabel("%")
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    # the legend goes below the axes, where it hides no point of the curves
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     ax.set_title(title, fontsize=8)
     fig.tight_layout()
     return fig

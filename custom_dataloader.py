@@ -312,9 +312,8 @@ _TEXTURES = (_texture_plain, _texture_stripes, _texture_checks, _texture_dots, _
 # ---------------------------------------------------------------- outlines (the classes)
 # Each maps rng -> (add, cut): lists of polygons in unit coordinates (object radius 1, y down); the
 # silhouette is the union of `add` minus the union of `cut`.
-def _circle(r=1.0, cx=0.0, cy=0.0, n=48):
-    t = np.linspace(0.0, 2 * np.pi, n, endpoint=False)
-    return np.stack([cx + r * np.cos(t), cy + r * np.sin(t)], axis=1)
+def _circle(r=1.0, cx=0.0, cy=0.0):
+    return _regular_polygon(cx, cy, r, 48, 0.0)
 
 
 def _box(x0, y0, x1, y1):

@@ -1,6 +1,6 @@
 """The embedded dataset tells the truth about designs (issue 12): what fails on real images fails here too.
 
-On real images (the digit scans of tests/_realdata.py and a real 10-class photo set, README "Real images"),
+On real images (the digit scans of tests/_realdata.py, README "Real images", and the photo set of issue 12),
 the previous reference CNN (zero-initialised residual branches) learned at a fraction of the speed of the
 current reference and of a plain BN CNN. This staff test trains three designs with the demo's own recipe
 (`main.py DATA --epochs 16 -b 64 --lr 0.1 --warmup 1 --img-size 64 --gpu -1`, seed 0) on the embedded
@@ -14,24 +14,21 @@ Slow (three 16-epoch trainings, about 5 minutes on 2 idle cores):
     python -m pytest -m slow tests/test_embedded_dataset.py
 Measured figures are in README ("Does the embedded dataset predict real images?").
 """
-import os
-import sys
-
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
+import _staff  # noqa: F401 (puts tools/ on sys.path)
+import custom_dataloader
+import main
+import realdata_experiment as experiment  # tools/: the variants and their child runs
 
-import realdata_experiment as experiment  # noqa: E402  (staff tool: the variants and their child runs)
-
-import custom_dataloader  # noqa: E402
-
-DEMO_COMMAND = "-b 64 --lr 0.1 --warmup 1 --gpu -1"  # main.py's defaults on the embedded dataset
+DEMO_COMMAND = "-b 64 --lr 0.1 --warmup 1 --gpu -1"  # main.fill_defaults on the embedded dataset
 
 
-def final_top1(name, data, log_dir):
-    out, epochs = experiment.run_child(name, data, 16, 64, DEMO_COMMAND, str(log_dir), timeout=900)
-    assert out.returncode == 0 and len(epochs) == 16, (
+def val_curve(name, data, log_dir):
+    """Validation top-1 of each epoch of the demo's run of design `name` (a realdata_experiment variant)."""
+    n = main.EMBEDDED_EPOCHS
+    out, epochs = experiment.run_child(name, data, n, main.EMBEDDED_IMG_SIZE, DEMO_COMMAND, str(log_dir), timeout=900)
+    assert out.returncode == 0 and len(epochs) == n, (
         f"{name}: exit {out.returncode}, {len(epochs)} epoch lines:\n{out.stdout[-1500:]}\n{out.stderr[-1500:]}")
     return [val for _, val in epochs]
 
@@ -40,7 +37,7 @@ def final_top1(name, data, log_dir):
 @pytest.mark.timeout(2400)
 def test_embedded_dataset_ranks_designs_as_real_images_do(tmp_path):
     data = str(custom_dataloader.build_synthetic_dataset(tmp_path / "synthetic"))
-    curves = {name: final_top1(name, data, tmp_path / name) for name in ("reference", "old_reference", "plain_bn_cnn")}
+    curves = {name: val_curve(name, data, tmp_path / name) for name in ("reference", "old_reference", "plain_bn_cnn")}
     ref, old, plain = (curves[n][-1] for n in ("reference", "old_reference", "plain_bn_cnn"))
     shown = "; ".join(f"{n}: {', '.join(f'{v:.1f}' for v in c)}" for n, c in curves.items())
     assert ref >= 40.0, f"the reference ends at {ref:.1f}% top-1 (< 40%): {shown}"

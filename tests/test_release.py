@@ -253,6 +253,9 @@ def test_staff_only_tests_are_recognized(tmp_path):
     assert files.staff_only_test(str(public)) is None
     assert files.staff_only_test(str(staff)) == "uses the staff tools"
     assert files.staff_only_test(str(tmp_path / "test_release.py")) == "staff-only test (name)"
+    helper_user = tmp_path / "test_helper_user.py"  # tests/_staff.py is staff-only: so is a test importing it
+    helper_user.write_text("import pytest\n\nimport _staff  # noqa: F401\nimport realdata_experiment\n")
+    assert files.staff_only_test(str(helper_user)) == "uses the staff tools"
 
 
 def test_points_plugin_maps_tests_and_counts_only_fully_passing_items():

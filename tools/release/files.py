@@ -31,7 +31,7 @@ TOP_LEVEL_PATTERNS = ("*.py", "*.sh", "requirements*.txt", ".gitignore", "pytest
 HANDOUT = "HANDOUT.md"
 STAFF_TEST_PATTERNS = ("test_release*", "test_mutants*", "test_autograde*", "test_hostile*",
                        "test_zip_submission*", "test_grading*", "test_make_release*")
-STAFF_IMPORT_RE = re.compile(r"^\s*(from|import)\s+(tools|grading|release|autograde|mutants|make_release)\b"
+STAFF_IMPORT_RE = re.compile(r"^\s*(from|import)\s+(tools|grading|release|autograde|mutants|make_release|_staff)\b"
                              r"|[\"']tools[\"']", re.MULTILINE)
 SKIP_DIRS = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
 SKIP_FILE_PATTERNS = ("*.pyc", "*.pyo", "*~", ".DS_Store", "*.swp")

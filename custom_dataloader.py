@@ -488,7 +488,7 @@ def render_synthetic_image(rng, class_name, image_size=128):
     carries a texture (stripes, checks, dots, waves, mottling) in two colours, lit by a random gradient;
     an occluder may bite into it; then blur and pixel noise.  Everything is drawn from ``rng``
     (``np.random.Generator``) from the same distributions for every class (geometry, colours, clutter,
-    occlusion, blur, noise), except that three objects in four wear their class's usual texture (each
+    occlusion, blur, noise), except that three objects in four are given their class's usual texture (each
     texture is usual for two or three classes, e.g. disc and crescent): the texture narrows the choice
     down, the outline decides.
     """
